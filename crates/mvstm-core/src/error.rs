@@ -1,0 +1,140 @@
+//! The control-flow signals a transaction body propagates with `?`.
+
+use std::any::Any;
+use std::fmt;
+
+/// The result type of every transactional operation and of a transaction body.
+///
+/// The error side, [`StmError`], is a control-flow signal for the runtime (retry, conflict or a
+/// user abort), not an error to handle: propagate it with `?`.
+///
+/// ```
+/// use mvstm::{atomically, StmResult, TVar, Txn};
+/// fn double(tx: &mut Txn, v: &TVar<u32>) -> StmResult<u32> {
+///     let x = tx.read(v)?;
+///     tx.write(v, x * 2)?;
+///     Ok(x * 2)
+/// }
+/// let v = TVar::new(21);
+/// assert_eq!(atomically(|tx| double(tx, &v)), 42);
+/// ```
+pub type StmResult<T> = Result<T, StmError>;
+
+/// Why an attempt of a transaction was abandoned, as told to `on_abort` hooks.
+///
+/// ```
+/// use mvstm::{atomically, AbortCause, TVar};
+/// let v = TVar::new(0);
+/// atomically(|tx| {
+///     tx.on_abort(|cause: AbortCause| assert_ne!(cause, AbortCause::Abort));
+///     tx.write(&v, 1)
+/// });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AbortCause {
+    /// Another transaction committed a conflicting change; the body runs again.
+    Conflict,
+    /// The body called `retry` (or a variant); the thread blocks, then the body runs again.
+    Retry,
+    /// The body called `Txn::abort`, or an `on_commit` hook vetoed the commit.
+    Abort,
+    /// The body or an `on_commit` hook panicked; the panic resumes after the hooks ran.
+    Panic,
+}
+
+/// How a retry was requested; decides what the blocked thread waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RetryKind {
+    /// `retry()` or `retry_for`: wait on everything the attempt read.
+    Reads,
+    /// `retry_on`, `retry_all`, `retry_until`: wait on the conditions the attempt recorded.
+    Explicit,
+}
+
+pub(crate) enum ErrorKind {
+    Retry(RetryKind),
+    Conflict,
+    Abort(Box<dyn Any>),
+}
+
+/// The control-flow signal of a transaction: retry, conflict or user abort.
+///
+/// Produced by [`retry`], by [`Txn::abort`](crate::Txn::abort) and by reads that find the attempt
+/// doomed. Propagate it with `?`; the runtime acts on it. Swallowing a conflict does not help: a
+/// doomed attempt never commits.
+pub struct StmError {
+    pub(crate) kind: ErrorKind,
+}
+
+impl StmError {
+    pub(crate) fn retry(kind: RetryKind) -> Self {
+        StmError { kind: ErrorKind::Retry(kind) }
+    }
+
+    pub(crate) fn conflict() -> Self {
+        StmError { kind: ErrorKind::Conflict }
+    }
+
+    pub(crate) fn abort(payload: Box<dyn Any>) -> Self {
+        StmError { kind: ErrorKind::Abort(payload) }
+    }
+
+    /// Whether this signal asks to block and re-run (`retry` and its variants).
+    pub fn is_retry(&self) -> bool {
+        matches!(self.kind, ErrorKind::Retry(_))
+    }
+
+    /// Whether this signal is a conflict: the attempt is doomed and will be re-run.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self.kind, ErrorKind::Conflict)
+    }
+
+    /// Whether this signal is a user abort carrying an error for `try_atomically`.
+    pub fn is_abort(&self) -> bool {
+        matches!(self.kind, ErrorKind::Abort(_))
+    }
+}
+
+impl fmt::Debug for StmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Retry(_) => f.write_str("StmError::Retry"),
+            ErrorKind::Conflict => f.write_str("StmError::Conflict"),
+            ErrorKind::Abort(_) => f.write_str("StmError::Abort(..)"),
+        }
+    }
+}
+
+impl fmt::Display for StmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Retry(_) => f.write_str("transaction asked to retry"),
+            ErrorKind::Conflict => f.write_str("transaction conflicted and will re-run"),
+            ErrorKind::Abort(_) => f.write_str("transaction aborted by the user"),
+        }
+    }
+}
+
+/// Abandon this attempt and block until a TVar it read changes, then run the body again.
+///
+/// This is GHC's `retry`: the way to wait for a condition. Inside
+/// [`Txn::or_else`](crate::Txn::or_else) it falls through to the alternative instead.
+///
+/// # Panics
+///
+/// The runtime panics if the attempt read no TVar, since nothing could ever wake it.
+///
+/// ```
+/// use mvstm::{atomically, retry, TVar};
+/// let ready = TVar::new(true);
+/// let v = atomically(|tx| {
+///     if !tx.read(&ready)? {
+///         return retry();
+///     }
+///     Ok(1)
+/// });
+/// assert_eq!(v, 1);
+/// ```
+pub fn retry<T>() -> StmResult<T> {
+    Err(StmError::retry(RetryKind::Reads))
+}

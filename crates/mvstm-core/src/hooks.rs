@@ -1,0 +1,98 @@
+//! Per-attempt hooks: `on_abort`, `on_commit`/`try_on_commit` and `after_commit`.
+//!
+//! The contract (also in `docs/hooks.md`):
+//!
+//! | hook | runs | locks held | a failure |
+//! |---|---|---|---|
+//! | `on_abort` | after every abandoned attempt, LIFO | none | a panic resumes after the rest ran |
+//! | `on_commit` | commit decided: writes locked, reads validated, not yet visible; FIFO | write set (and, while hooks run, the read set) | `Err`/panic vetoes the commit |
+//! | `after_commit` | values visible, locks released, waiters woken; FIFO | none | every hook runs; the first panic resumes afterwards |
+//!
+//! Hooks are boxed only when registered: a transaction without hooks touches three empty `Vec`s.
+//! Registrations made inside an `or_else` branch that retried are truncated away with it.
+
+use crate::error::AbortCause;
+use std::any::Any;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+pub(crate) type AbortHook = Box<dyn FnOnce(AbortCause)>;
+pub(crate) type CommitHook = Box<dyn FnOnce() -> Result<(), Box<dyn Any>>>;
+pub(crate) type AfterHook = Box<dyn FnOnce()>;
+
+/// Why `on_commit` hooks vetoed a commit.
+pub(crate) enum Veto {
+    Error(Box<dyn Any>),
+    Panic(Box<dyn Any + Send>),
+}
+
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) on_abort: Vec<AbortHook>,
+    pub(crate) on_commit: Vec<CommitHook>,
+    pub(crate) after_commit: Vec<AfterHook>,
+}
+
+/// Lengths of the hook lists at the start of an `or_else` branch.
+#[derive(Clone, Copy)]
+pub(crate) struct HookMark {
+    on_abort: usize,
+    on_commit: usize,
+    after_commit: usize,
+}
+
+impl Hooks {
+    pub(crate) fn mark(&self) -> HookMark {
+        HookMark {
+            on_abort: self.on_abort.len(),
+            on_commit: self.on_commit.len(),
+            after_commit: self.after_commit.len(),
+        }
+    }
+
+    pub(crate) fn rollback(&mut self, mark: HookMark) {
+        self.on_abort.truncate(mark.on_abort);
+        self.on_commit.truncate(mark.on_commit);
+        self.after_commit.truncate(mark.after_commit);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.on_abort.clear();
+        self.on_commit.clear();
+        self.after_commit.clear();
+    }
+
+    /// Run `on_commit` hooks in order; the first error or panic vetoes and drops the rest.
+    pub(crate) fn run_on_commit(&mut self) -> Result<(), Veto> {
+        let mut hooks = std::mem::take(&mut self.on_commit).into_iter();
+        for hook in hooks.by_ref() {
+            match catch_unwind(AssertUnwindSafe(hook)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Veto::Error(e)),
+                Err(panic) => return Err(Veto::Panic(panic)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run `after_commit` hooks FIFO; all run, then the first panic resumes.
+pub(crate) fn run_after_commit(hooks: Vec<AfterHook>) {
+    run_all(hooks.into_iter(), |hook| hook());
+}
+
+/// Run `on_abort` hooks LIFO; all run, then the first panic resumes.
+pub(crate) fn run_on_abort(hooks: Vec<AbortHook>, cause: AbortCause) {
+    run_all(hooks.into_iter().rev(), |hook| hook(cause));
+}
+
+fn run_all<H>(hooks: impl Iterator<Item = H>, call: impl Fn(H)) {
+    let mut first_panic = None;
+    for hook in hooks {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| call(hook))) {
+            first_panic.get_or_insert(panic);
+        }
+    }
+    if let Some(panic) = first_panic {
+        resume_unwind(panic);
+    }
+}

@@ -1,0 +1,93 @@
+//! The versioned lock word of a TVar.
+//!
+//! | bits  | unlocked                          | locked                          |
+//! |-------|-----------------------------------|---------------------------------|
+//! | 63..1 | stamp of the newest version       | id of the owning transaction    |
+//! | 0     | `0`                               | `1`                             |
+//!
+//! Only a committing transaction locks a TVar, from its lock phase to its unlock; readers never
+//! look at the lock to read (they follow the version chain), only validation does. Unlocking
+//! after a publish stores the new stamp, so "the word still equals `unlocked(s)`" means "no
+//! commit touched this TVar since the version stamped `s`".
+
+use crate::sync::{AtomicU64, Ordering};
+
+const LOCKED: u64 = 1;
+
+/// A snapshot of a lock word.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct LockWord(u64);
+
+impl LockWord {
+    #[inline]
+    pub(crate) fn unlocked(stamp: u64) -> Self {
+        LockWord(stamp << 1)
+    }
+
+    #[inline]
+    pub(crate) fn locked_by(owner: u64) -> Self {
+        LockWord((owner << 1) | LOCKED)
+    }
+
+    #[inline]
+    pub(crate) fn is_locked(self) -> bool {
+        self.0 & LOCKED != 0
+    }
+
+    /// The stamp of an unlocked word.
+    #[inline]
+    pub(crate) fn stamp(self) -> u64 {
+        debug_assert!(!self.is_locked());
+        self.0 >> 1
+    }
+}
+
+/// The lock word itself, with one method per transition.
+pub(crate) struct VarLock(AtomicU64);
+
+impl VarLock {
+    pub(crate) const fn new() -> Self {
+        VarLock(AtomicU64::new(0))
+    }
+
+    /// The current word, for validation and for waiters.
+    ///
+    /// `SeqCst`: validation loads take part in the Dekker-shaped arguments of
+    /// [`crate::clock::Clock::reserve`] and of retry registration (see `parking.rs`). On x86 a
+    /// `SeqCst` load is a plain load.
+    #[inline]
+    pub(crate) fn load(&self) -> LockWord {
+        LockWord(self.0.load(Ordering::SeqCst))
+    }
+
+    /// Lock a word seen unlocked as `seen` for `owner`; fails if it changed meanwhile.
+    #[inline]
+    pub(crate) fn try_lock_from_unlocked(&self, seen: LockWord, owner: u64) -> bool {
+        debug_assert!(!seen.is_locked());
+        // SeqCst: see `load`; Acquire alone would already order the head load after the lock.
+        self.0
+            .compare_exchange(
+                seen.0,
+                LockWord::locked_by(owner).0,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Unlock a word we locked after publishing a version stamped `stamp`.
+    ///
+    /// `SeqCst` swap: the writer then loads the TVar's waiter count; a waiter increments that
+    /// count, then loads this word. With both sides `SeqCst`, one of them sees the other, so a
+    /// wake-up is never lost. Release also publishes the new head to validators.
+    #[inline]
+    pub(crate) fn unlock_published(&self, stamp: u64) {
+        self.0.swap(LockWord::unlocked(stamp).0, Ordering::SeqCst);
+    }
+
+    /// Unlock a word we locked without changing the TVar: restore what it was.
+    #[inline]
+    pub(crate) fn unlock_unchanged(&self, before: LockWord) {
+        self.0.store(before.0, Ordering::Release);
+    }
+}

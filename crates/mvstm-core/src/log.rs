@@ -1,0 +1,158 @@
+//! The read and write logs of an attempt, reused across attempts and transactions of a thread.
+//!
+//! Both logs hold raw pointers to TVar headers. They stay valid for the attempt because the
+//! attempt is pinned and a TVar's free is deferred with crossbeam-epoch (see `tvar.rs`).
+//!
+//! The write log supports `or_else`: writes made inside a branch never overwrite an entry made
+//! outside it. A write to a variable whose newest entry is older than the branch pushes a
+//! *shadow* entry instead; rolling the branch back truncates the log. Lookups find the newest
+//! entry, and commit keeps only the newest entry of each variable.
+
+use crate::tvar::Header;
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::ptr::NonNull;
+
+/// A variable the attempt read, and the stamp of the version it read.
+#[derive(Clone, Copy)]
+pub(crate) struct ReadEntry {
+    pub(crate) header: NonNull<Header>,
+    pub(crate) stamp: u64,
+}
+
+/// A buffered write: a private `Box<Version<T>>` waiting to be published.
+pub(crate) struct WriteEntry {
+    pub(crate) header: NonNull<Header>,
+    pub(crate) node: NonNull<()>,
+}
+
+impl WriteEntry {
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the attempt is pinned, and logged headers outlive the pin (module docs).
+        unsafe { self.header.as_ref() }
+    }
+}
+
+/// Write-log length above which lookups go through a hash index instead of a scan.
+const INDEX_ABOVE: usize = 16;
+
+#[derive(Default)]
+pub(crate) struct WriteLog {
+    entries: SmallVec<[WriteEntry; 8]>,
+    /// Header address -> index of its newest entry; only maintained above `INDEX_ABOVE`.
+    index: HashMap<usize, usize>,
+    /// Entries below this index belong to scopes outside the innermost `or_else` branch.
+    pub(crate) branch_base: usize,
+    /// Whether some variable has more than one entry (a shadow made inside a branch).
+    pub(crate) shadowed: bool,
+}
+
+impl WriteLog {
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn entries(&self) -> &[WriteEntry] {
+        &self.entries
+    }
+
+    /// The newest entry for `header`.
+    #[inline]
+    pub(crate) fn find(&self, header: NonNull<Header>) -> Option<usize> {
+        if self.entries.len() > INDEX_ABOVE {
+            return self.index.get(&(header.as_ptr() as usize)).copied();
+        }
+        self.entries.iter().rposition(|e| e.header == header)
+    }
+
+    /// The pending node of entry `i`.
+    #[inline]
+    pub(crate) fn node(&self, i: usize) -> NonNull<()> {
+        self.entries[i].node
+    }
+
+    pub(crate) fn push(&mut self, header: NonNull<Header>, node: NonNull<()>, shadows: bool) {
+        self.shadowed |= shadows;
+        self.entries.push(WriteEntry { header, node });
+        let len = self.entries.len();
+        if len > INDEX_ABOVE {
+            if len == INDEX_ABOVE + 1 {
+                self.rebuild_index();
+            } else {
+                self.index.insert(header.as_ptr() as usize, len - 1);
+            }
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index.clear();
+        for (i, e) in self.entries.iter().enumerate() {
+            self.index.insert(e.header.as_ptr() as usize, i);
+        }
+    }
+
+    /// Drop every entry from `len` on (an `or_else` branch that retried).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        if len >= self.entries.len() {
+            return;
+        }
+        for e in self.entries.drain(len..) {
+            // SAFETY: the node is pending and owned by the log.
+            unsafe { (e.header().ops.drop_pending)(e.node) };
+        }
+        if self.entries.len() > INDEX_ABOVE {
+            self.rebuild_index();
+        } else {
+            self.index.clear();
+        }
+    }
+
+    /// Keep only the newest entry of each variable, sorted by header address (the lock order).
+    pub(crate) fn prepare_commit(&mut self) {
+        if self.shadowed {
+            // Walk newest first, keep the first entry seen per variable, drop the rest.
+            let mut seen = std::collections::HashSet::new();
+            let mut kept = SmallVec::<[WriteEntry; 8]>::new();
+            while let Some(e) = self.entries.pop() {
+                if seen.insert(e.header) {
+                    kept.push(e);
+                } else {
+                    // SAFETY: pending node owned by the log, superseded by a newer entry.
+                    unsafe { (e.header().ops.drop_pending)(e.node) };
+                }
+            }
+            self.entries = kept;
+            self.shadowed = false;
+        }
+        self.entries.sort_unstable_by_key(|e| e.header.as_ptr() as usize);
+        self.index.clear();
+    }
+
+    /// Position of `header` in a log sorted by `prepare_commit`.
+    pub(crate) fn find_sorted(&self, header: NonNull<Header>) -> Option<usize> {
+        self.entries
+            .binary_search_by_key(&(header.as_ptr() as usize), |e| e.header.as_ptr() as usize)
+            .ok()
+    }
+
+    /// Forget every entry after its node was published (ownership moved to the TVar).
+    pub(crate) fn clear_published(&mut self) {
+        self.entries.clear();
+        self.index.clear();
+        self.branch_base = 0;
+        self.shadowed = false;
+    }
+
+    /// Drop every pending node (the attempt aborted).
+    pub(crate) fn clear_discarded(&mut self) {
+        self.truncate(0);
+        self.branch_base = 0;
+        self.shadowed = false;
+    }
+}

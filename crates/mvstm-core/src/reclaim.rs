@@ -1,0 +1,95 @@
+//! Reclaiming versions that no snapshot can read.
+//!
+//! A version is garbage once a newer version of the same TVar is old enough that every running
+//! and future snapshot reads it (or something newer). We call that bound the *horizon*:
+//!
+//! > Every transaction that is pinned now, or pins later, has a snapshot `rv >= HORIZON`.
+//!
+//! The horizon advances through crossbeam-epoch. Every [`HORIZON_EVERY`] commits a thread reads
+//! `v = visible` and defers `HORIZON = max(HORIZON, v)`. The deferred function runs only after
+//! every thread pinned at the time of the defer has unpinned, and a thread that pins after that
+//! point loads `visible` after its pin's `SeqCst` fence, so it sees at least `v` (the same
+//! argument that makes epoch reclamation sound: what happened before the defer is visible to
+//! late pinners). A snapshot is always taken while pinned, so the invariant holds.
+//!
+//! A committing writer then trims, while it holds the TVar's lock: it walks down from the
+//! version it just covered to the newest version with `stamp <= HORIZON`, which every snapshot
+//! can still read, and cuts everything below it. Cut versions are freed with `defer_destroy`,
+//! so a reader that was already walking through them finishes safely. A value is dropped exactly
+//! once: a cut happens under the TVar's lock with a `swap`, so only one thread owns a tail.
+//!
+//! In steady state a chain holds the head plus the version under the horizon: memory stays
+//! bounded under constant overwrites. A thread that stays pinned holds the horizon back, which is
+//! why a blocked `retry` unpins before it parks.
+
+use crate::clock::CLOCK;
+use crate::sync::{AtomicU64, Ordering};
+use crate::tvar::{Version, VersionPtr};
+use crossbeam_epoch::{Guard, Shared};
+
+static HORIZON: AtomicU64 = AtomicU64::new(0);
+
+/// Commits per thread between two horizon advances.
+pub(crate) const HORIZON_EVERY: u32 = 32;
+
+/// Versions a trim walks at most before it gives up until the next commit on that TVar.
+const TRIM_WALK_LIMIT: usize = 64;
+
+/// Schedule a horizon advance to the current `visible` stamp.
+pub(crate) fn advance_horizon(guard: &Guard) {
+    let v = CLOCK.snapshot();
+    // Release: pairs with the Acquire in `trim`, so a trimming writer that sees the new horizon
+    // also sees everything the epoch advance synchronised with.
+    guard.defer(move || {
+        HORIZON.fetch_max(v, Ordering::Release);
+    });
+    // Hand the deferred function to the global queue now, so the horizon trails `visible` by a
+    // couple of epochs rather than by a whole local bag.
+    guard.flush();
+}
+
+/// Cut the versions below the newest one with `stamp <= HORIZON`, starting at `from`.
+///
+/// # Safety
+///
+/// The caller holds the lock of the TVar `from` belongs to and is pinned by `guard`.
+pub(crate) unsafe fn trim<T>(from: VersionPtr<'_, T>, guard: &Guard) {
+    let horizon = HORIZON.load(Ordering::Acquire);
+    let mut cur = from;
+    for _ in 0..TRIM_WALK_LIMIT {
+        // SAFETY: pinned; nodes reachable from the head are live.
+        let Some(version) = (unsafe { cur.as_ref() }) else { return };
+        if version.stamp <= horizon {
+            // Relaxed: the tail is unreachable for every snapshot (they all stop at `version`),
+            // and a walker that already loaded the old pointer is protected by its pin.
+            let tail = version.prev.swap(Shared::null(), Ordering::Relaxed, guard);
+            if !tail.is_null() {
+                let addr = tail.as_raw() as usize;
+                // SAFETY: the swap made us the only owner of the tail; the free is deferred past
+                // every thread that might be walking it. `T: Send` per `TVar::new`.
+                unsafe {
+                    guard.defer_unchecked(move || {
+                        destroy_chain(Shared::from(addr as *const Version<T>));
+                    });
+                }
+            }
+            return;
+        }
+        cur = version.prev.load(Ordering::Acquire, guard);
+    }
+}
+
+/// Free a chain of versions, oldest links included, without recursion.
+///
+/// # Safety
+///
+/// The caller owns the chain: nothing else can reach or free it.
+pub(crate) unsafe fn destroy_chain<T>(mut cur: VersionPtr<'_, T>) {
+    while !cur.is_null() {
+        // SAFETY: owned per the contract.
+        let owned = unsafe { cur.into_owned() };
+        // SAFETY: owned, so no other thread touches the link.
+        cur = unsafe { owned.prev.load(Ordering::Relaxed, crossbeam_epoch::unprotected()) };
+        drop(owned);
+    }
+}

@@ -1,0 +1,301 @@
+//! `atomically` and `try_atomically`: the loop that runs attempts until one commits.
+//!
+//! Each attempt pins the epoch, takes a snapshot, runs the body under `catch_unwind`, and then
+//! commits or abandons. Abandoning discards the writes, unpins, and runs `on_abort` hooks before
+//! the re-run (conflict), the block (retry) or the return (abort, panic). The transaction
+//! object and its logs are cached per thread and reused, so a steady state allocates nothing
+//! but the new versions it publishes.
+
+use crate::contention::Contention;
+use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult};
+use crate::hooks::{self, Veto};
+use crate::commit::CommitError;
+use crate::parking::{Predicate, Wait};
+use crate::sync::{AtomicU64, Ordering};
+use crate::txn::Txn;
+use crossbeam_epoch as epoch;
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+thread_local! {
+    /// Set while a body or an `on_commit` hook runs on this thread.
+    static IN_TXN: Cell<bool> = const { Cell::new(false) };
+    /// This thread's owner id (0 = not assigned yet).
+    static OWNER: Cell<u64> = const { Cell::new(0) };
+    /// The cached transaction object of this thread.
+    static CACHE: Cell<Option<Box<Txn>>> = const { Cell::new(None) };
+}
+
+fn owner_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    OWNER.with(|o| {
+        if o.get() == 0 {
+            // Relaxed: uniqueness is all we need.
+            o.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        o.get()
+    })
+}
+
+/// Marks this thread as inside a transaction until dropped, also when unwinding.
+struct InTxn;
+
+impl InTxn {
+    fn enter() -> InTxn {
+        IN_TXN.with(|f| f.set(true));
+        InTxn
+    }
+}
+
+impl Drop for InTxn {
+    fn drop(&mut self) {
+        IN_TXN.with(|f| f.set(false));
+    }
+}
+
+/// The thread's cached `Txn`, put back when the `atomically` call ends.
+struct Cached(Option<Box<Txn>>);
+
+impl Cached {
+    fn take() -> Cached {
+        let tx = CACHE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Box::new(Txn::new(owner_id())));
+        Cached(Some(tx))
+    }
+}
+
+impl std::ops::Deref for Cached {
+    type Target = Txn;
+    fn deref(&self) -> &Txn {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Cached {
+    fn deref_mut(&mut self) -> &mut Txn {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Cached {
+    fn drop(&mut self) {
+        if let Some(mut tx) = self.0.take() {
+            tx.reset_attempt();
+            // A nested call (from a hook) may have refilled the cache: keep one, drop the other.
+            let _ = CACHE.try_with(|c| {
+                if let Some(other) = c.replace(Some(tx)) {
+                    c.set(Some(other));
+                }
+            });
+        }
+    }
+}
+
+/// How an attempt ended, when it did not commit.
+enum Abandon {
+    Conflict,
+    Retry(RetryKind),
+    Abort(Box<dyn Any>),
+    Panic(Box<dyn Any + Send>),
+}
+
+/// Run `body` as a transaction until it commits, and return its result.
+///
+/// The body runs again after a conflict (invisible to the caller) and after a `retry` once
+/// something it read changed. Every attempt sees a consistent snapshot.
+///
+/// # Panics
+///
+/// * inside a running transaction or an `on_commit` hook (pass the `&mut Txn` instead);
+/// * if the body calls [`Txn::abort`] or a `try_on_commit` hook vetoes (use
+///   [`try_atomically`]);
+/// * if the body panics (after its attempt was rolled back and `on_abort` hooks ran), or a hook
+///   panics;
+/// * if the body retries having read no TVar (it could never wake up).
+///
+/// ```
+/// use mvstm::{atomically, TVar};
+/// let (a, b) = (TVar::new(1), TVar::new(2));
+/// let sum = atomically(|tx| Ok(tx.read(&a)? + tx.read(&b)?));
+/// assert_eq!(sum, 3);
+/// ```
+pub fn atomically<T>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> T {
+    match run(body) {
+        Ok(value) => value,
+        Err(_) => panic!(
+            "a transaction run by `atomically` was aborted with an error (Txn::abort or a \
+             try_on_commit veto); use `try_atomically` to receive the error"
+        ),
+    }
+}
+
+/// Run `body` as a transaction that may abort with an error of type `E`.
+///
+/// [`Txn::abort`] and a vetoing [`Txn::try_on_commit`] hook end the transaction with
+/// `Err(e)`: writes are discarded and `on_abort` hooks run first.
+///
+/// # Panics
+///
+/// As [`atomically`], and if the transaction aborts with an error that is not an `E`.
+///
+/// ```
+/// use mvstm::{try_atomically, TVar};
+/// #[derive(Debug, PartialEq)]
+/// struct Insufficient;
+/// let a = TVar::new(5i64);
+/// let r = try_atomically::<(), Insufficient>(|tx| {
+///     if tx.read(&a)? < 10 {
+///         return tx.abort(Insufficient);
+///     }
+///     tx.modify(&a, |x| x - 10)
+/// });
+/// assert_eq!(r, Err(Insufficient));
+/// ```
+pub fn try_atomically<T, E: 'static>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, E> {
+    run(body).map_err(|error| match error.downcast::<E>() {
+        Ok(e) => *e,
+        Err(_) => panic!(
+            "try_atomically::<_, {}>: the transaction aborted with an error of another type",
+            std::any::type_name::<E>()
+        ),
+    })
+}
+
+fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn Any>> {
+    if IN_TXN.with(Cell::get) {
+        panic!(
+            "`atomically` called inside a transaction or an on_commit hook; pass the `&mut Txn` \
+             to the code that needs it instead of nesting"
+        );
+    }
+    let mut tx = Cached::take();
+    let mut contention = Contention::new(tx.owner);
+    loop {
+        tx.begin();
+        let in_txn = InTxn::enter();
+        let outcome = match catch_unwind(AssertUnwindSafe(|| body(&mut tx))) {
+            Ok(Ok(value)) => match tx.commit() {
+                Ok(()) => {
+                    drop(in_txn);
+                    contention.release();
+                    tx.finish_committed();
+                    return Ok(value);
+                }
+                Err(CommitError::Conflict) => Abandon::Conflict,
+                Err(CommitError::Veto(Veto::Error(e))) => Abandon::Abort(e),
+                Err(CommitError::Veto(Veto::Panic(p))) => Abandon::Panic(p),
+            },
+            Ok(Err(signal)) if tx.doomed => {
+                // A swallowed conflict turned into another signal: still a conflict.
+                drop(signal);
+                Abandon::Conflict
+            }
+            Ok(Err(signal)) => match signal.kind {
+                ErrorKind::Retry(kind) => Abandon::Retry(kind),
+                ErrorKind::Conflict => Abandon::Conflict,
+                ErrorKind::Abort(e) => Abandon::Abort(e),
+            },
+            Err(panic) => Abandon::Panic(panic),
+        };
+        drop(in_txn);
+        match outcome {
+            Abandon::Conflict => {
+                tx.update_hint |= !tx.writes.is_empty();
+                tx.abandon(AbortCause::Conflict);
+                contention.on_conflict();
+            }
+            Abandon::Retry(kind) => {
+                if kind == RetryKind::Reads {
+                    tx.wait.on_reads = true;
+                }
+                // Register while still pinned: the logged headers are live until we unpin.
+                let txn = &mut *tx;
+                let wait = Wait::register(&mut txn.wait, &txn.reads);
+                contention.release();
+                tx.abandon(AbortCause::Retry);
+                if wait.is_endless_and_empty() {
+                    panic!(
+                        "retry would block forever: the attempt read no TVar and named none to \
+                         wait on (read the state you are waiting for before calling retry)"
+                    );
+                }
+                tx.blocked += wait.block();
+            }
+            Abandon::Abort(e) => {
+                tx.abandon(AbortCause::Abort);
+                return Err(e);
+            }
+            Abandon::Panic(p) => {
+                tx.abandon(AbortCause::Panic);
+                resume_unwind(p);
+            }
+        }
+    }
+}
+
+impl Txn {
+    /// Start an attempt: pin, take a snapshot.
+    #[inline]
+    fn begin(&mut self) {
+        self.guard = Some(epoch::pin());
+        self.rv = crate::clock::CLOCK.snapshot();
+        self.attempt += 1;
+    }
+
+    /// Drop the attempt's state; unpins.
+    fn clear_attempt(&mut self) {
+        self.reads.clear();
+        self.writes.clear_discarded();
+        self.wait.clear();
+        self.doomed = false;
+        self.stale = false;
+        self.guard = None;
+    }
+
+    /// After a commit: unpin, then run `after_commit` hooks.
+    fn finish_committed(&mut self) {
+        self.clear_attempt();
+        if self.hooks.after_commit.is_empty() && self.hooks.on_abort.is_empty() {
+            return;
+        }
+        let after = std::mem::take(&mut self.hooks.after_commit);
+        self.hooks.clear();
+        hooks::run_after_commit(after);
+    }
+
+    /// After an abandoned attempt: discard it, unpin, then run `on_abort` hooks.
+    fn abandon(&mut self, cause: AbortCause) {
+        self.clear_attempt();
+        if self.hooks.on_abort.is_empty() && self.hooks.on_commit.is_empty() && self.hooks.after_commit.is_empty() {
+            return;
+        }
+        let on_abort = std::mem::take(&mut self.hooks.on_abort);
+        self.hooks.clear();
+        hooks::run_on_abort(on_abort, cause);
+    }
+
+    /// Reset everything that belongs to one `atomically` call.
+    fn reset_attempt(&mut self) {
+        self.clear_attempt();
+        self.hooks.clear();
+        self.attempt = 0;
+        self.blocked = Duration::ZERO;
+        self.update_hint = false;
+        self.forbid_writes = false;
+    }
+}
+
+/// Evaluate a `retry_until` predicate in a fresh read-only transaction.
+pub(crate) fn evaluate_predicate(predicate: &Predicate) -> bool {
+    atomically(|tx| {
+        tx.forbid_writes = true;
+        let holds = predicate(tx);
+        tx.forbid_writes = false;
+        holds
+    })
+}

@@ -1,0 +1,345 @@
+//! `TVar<T>`: a handle to a chain of immutable committed versions.
+//!
+//! ```text
+//!  TVar ──► Inner { header: Header { lock, waiters, refs, ops }, head }
+//!                                                              │
+//!                          Version { stamp: 9, value, prev } ◄─┘
+//!                                                       │
+//!                          Version { stamp: 4, value, prev } ──► null (trimmed)
+//! ```
+//!
+//! A committed version never changes after it is published: a read is an atomic load of a
+//! pointer to immutable memory plus a clone, never a racy read. Versions are newest first; a
+//! snapshot `rv` reads the first version with `stamp <= rv`.
+//!
+//! The handle is reference counted by hand rather than through `Arc` because the last handle
+//! must not free the variable at once: a running transaction may still hold a raw pointer to it
+//! in its logs. Dropping the last handle defers the free with crossbeam-epoch, and transactions
+//! stay pinned for their whole attempt, so a logged pointer is valid until the attempt ends.
+
+use crate::clock::CLOCK;
+use crate::lock::VarLock;
+use crate::reclaim;
+use crate::sync::{fence, AtomicUsize, Ordering};
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// One committed (or, while in a write log, pending) value of a TVar.
+pub(crate) struct Version<T> {
+    /// The commit stamp. Written while the node is private, immutable once published.
+    pub(crate) stamp: u64,
+    pub(crate) prev: Atomic<Version<T>>,
+    pub(crate) value: T,
+}
+
+/// Operations on a TVar whose value type the logs have erased.
+pub(crate) struct VarOps {
+    /// Link the pending `node` as the new head stamped `stamp`, then trim old versions.
+    pub(crate) publish: unsafe fn(NonNull<Header>, NonNull<()>, u64, &Guard),
+    /// Drop a pending node that will not be published.
+    pub(crate) drop_pending: unsafe fn(NonNull<()>),
+    /// Free the variable and its whole chain (the last reference is gone).
+    pub(crate) destroy: unsafe fn(NonNull<Header>),
+    /// The stamp of the current head version (pins internally).
+    pub(crate) head_stamp: unsafe fn(NonNull<Header>) -> u64,
+}
+
+/// The type-independent part of a TVar, first in `Inner<T>` so logs can point at it.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) lock: VarLock,
+    /// Number of retry waiters registered on this TVar (see `parking.rs`).
+    pub(crate) waiters: AtomicUsize,
+    refs: AtomicUsize,
+    pub(crate) ops: &'static VarOps,
+}
+
+#[repr(C)]
+pub(crate) struct Inner<T> {
+    pub(crate) header: Header,
+    pub(crate) head: Atomic<Version<T>>,
+}
+
+/// A transactional variable: a cheap, cloneable handle to shared state.
+///
+/// Read and write it inside [`atomically`](crate::atomically) through the [`Txn`](crate::Txn);
+/// outside, [`TVar::load`] returns the newest committed value. Clones are the same variable.
+///
+/// ```
+/// use mvstm::{atomically, TVar};
+/// let a = TVar::new(100i64);
+/// let same = a.clone();
+/// atomically(|tx| tx.modify(&a, |x| x + 1));
+/// assert_eq!(same.load(), 101);
+/// ```
+pub struct TVar<T> {
+    ptr: NonNull<Inner<T>>,
+    _owns: PhantomData<Inner<T>>,
+}
+
+// SAFETY: a TVar hands out clones of `T` to any thread (needs `Sync`), and versions are dropped
+// by whichever thread runs the deferred free (needs `Send`). The header's fields are atomics.
+unsafe impl<T: Send + Sync> Send for TVar<T> {}
+// SAFETY: as above; `&TVar<T>` only allows what `TVar<T>` allows.
+unsafe impl<T: Send + Sync> Sync for TVar<T> {}
+
+impl<T: Clone + Send + Sync + 'static> TVar<T> {
+    const OPS: VarOps = VarOps {
+        publish: publish::<T>,
+        drop_pending: drop_pending::<T>,
+        destroy: destroy::<T>,
+        head_stamp: head_stamp::<T>,
+    };
+
+    /// A new variable holding `value`, visible to every snapshot.
+    ///
+    /// ```
+    /// let v = mvstm::TVar::new(String::from("hi"));
+    /// assert_eq!(v.load(), "hi");
+    /// ```
+    pub fn new(value: T) -> TVar<T> {
+        let version = Owned::new(Version { stamp: 0, prev: Atomic::null(), value });
+        let inner = Box::new(Inner {
+            header: Header {
+                lock: VarLock::new(),
+                waiters: AtomicUsize::new(0),
+                refs: AtomicUsize::new(1),
+                ops: &Self::OPS,
+            },
+            head: Atomic::from(version),
+        });
+        TVar { ptr: NonNull::from(Box::leak(inner)), _owns: PhantomData }
+    }
+
+    /// The newest committed value, without a transaction.
+    ///
+    /// Never blocks and works anywhere, in hooks and inside a body too; inside a body it does not
+    /// see that transaction's own buffered writes.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let v = TVar::new(1);
+    /// atomically(|tx| {
+    ///     tx.write(&v, 2)?;
+    ///     assert_eq!(v.load(), 1); // the write is buffered until commit
+    ///     Ok(())
+    /// });
+    /// assert_eq!(v.load(), 2);
+    /// ```
+    pub fn load(&self) -> T {
+        let guard = epoch::pin();
+        let rv = CLOCK.snapshot();
+        // SAFETY: we are pinned by `guard` for the whole walk.
+        unsafe { self.version_at(rv, &guard).value.clone() }
+    }
+}
+
+impl<T> TVar<T> {
+    #[inline]
+    pub(crate) fn inner(&self) -> &Inner<T> {
+        // SAFETY: a handle keeps `refs >= 1`, so the allocation is live while `self` is.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> NonNull<Header> {
+        self.ptr.cast()
+    }
+
+    /// The newest version with `stamp <= rv`.
+    ///
+    /// # Safety
+    ///
+    /// The caller is pinned, and `rv` is a snapshot taken while pinned (so the trimming horizon
+    /// is `<= rv`, see `reclaim.rs`); the returned borrow must not outlive the pin.
+    #[inline]
+    pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> &'g Version<T> {
+        let mut cur = self.inner().head.load(Ordering::Acquire, guard);
+        loop {
+            // SAFETY: (1) heads and `prev` links are never null down to the version a snapshot
+            // `>=` the horizon needs, and (2) we are pinned, so an unlinked node is not freed.
+            let version = unsafe { cur.as_ref() }
+                .expect("mvstm internal error: a snapshot's version was reclaimed");
+            if version.stamp <= rv {
+                return version;
+            }
+            cur = version.prev.load(Ordering::Acquire, guard);
+        }
+    }
+
+    /// Whether two handles name the same variable.
+    ///
+    /// ```
+    /// let a = mvstm::TVar::new(0);
+    /// assert!(a.ptr_eq(&a.clone()));
+    /// assert!(!a.ptr_eq(&mvstm::TVar::new(0)));
+    /// ```
+    pub fn ptr_eq(&self, other: &TVar<T>) -> bool {
+        self.ptr == other.ptr
+    }
+}
+
+impl<T> Clone for TVar<T> {
+    fn clone(&self) -> Self {
+        // Relaxed: a new handle is made from an existing one, which keeps the count above zero
+        // (the argument of `Arc::clone`).
+        self.inner().header.refs.fetch_add(1, Ordering::Relaxed);
+        TVar { ptr: self.ptr, _owns: PhantomData }
+    }
+}
+
+impl<T> Drop for TVar<T> {
+    fn drop(&mut self) {
+        // SAFETY: this handle holds one reference.
+        unsafe { release_ref(self.header()) }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static + fmt::Debug> fmt::Debug for TVar<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TVar").field(&self.load()).finish()
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static + Default> Default for TVar<T> {
+    fn default() -> Self {
+        TVar::new(T::default())
+    }
+}
+
+/// A strong reference to a TVar whose value type is erased; keeps it alive while a thread waits.
+pub(crate) struct ErasedRef(NonNull<Header>);
+
+impl ErasedRef {
+    /// A new strong reference, or `None` if the last handle is already gone.
+    ///
+    /// # Safety
+    ///
+    /// `header` is live: the caller is pinned and saw it in a log of the current attempt.
+    pub(crate) unsafe fn upgrade(header: NonNull<Header>) -> Option<Self> {
+        // SAFETY: live per the contract (a dying variable's free is deferred past our pin).
+        let refs = unsafe { &header.as_ref().refs };
+        let mut n = refs.load(Ordering::Relaxed);
+        loop {
+            // Never revive a count that reached zero: its free is already scheduled.
+            if n == 0 {
+                return None;
+            }
+            // Relaxed as in `TVar::clone`: we only add to a count that is above zero.
+            match refs.compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some(ErasedRef(header)),
+                Err(actual) => n = actual,
+            }
+        }
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: we hold a reference.
+        unsafe { self.0.as_ref() }
+    }
+
+    pub(crate) fn addr(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+
+    /// The stamp of the variable's newest version.
+    pub(crate) fn head_stamp(&self) -> u64 {
+        // SAFETY: we hold a reference, so the header is live.
+        unsafe { (self.header().ops.head_stamp)(self.0) }
+    }
+}
+
+impl Clone for ErasedRef {
+    fn clone(&self) -> Self {
+        // Relaxed: we hold a reference, so the count is above zero (as in `TVar::clone`).
+        self.header().refs.fetch_add(1, Ordering::Relaxed);
+        ErasedRef(self.0)
+    }
+}
+
+impl Drop for ErasedRef {
+    fn drop(&mut self) {
+        // SAFETY: we hold one reference.
+        unsafe { release_ref(self.0) }
+    }
+}
+
+/// Drop one reference; the last one defers the free past every current pin.
+///
+/// # Safety
+///
+/// The caller owns one reference to `header`.
+unsafe fn release_ref(header: NonNull<Header>) {
+    // SAFETY: the caller's reference keeps it live until the decrement.
+    let h = unsafe { header.as_ref() };
+    // Release/Acquire as in `Arc::drop`: every use through other handles happens-before the free.
+    if h.refs.fetch_sub(1, Ordering::Release) != 1 {
+        return;
+    }
+    fence(Ordering::Acquire);
+    let destroy = h.ops.destroy;
+    let addr = header.as_ptr() as usize;
+    let guard = epoch::pin();
+    // SAFETY: no handle is left; logs of running attempts may still point at the variable, and
+    // they are pinned, so deferring the free past every current pin keeps those pointers valid.
+    // `T: Send` (required by `TVar::new`) lets another thread drop the values.
+    unsafe {
+        guard.defer_unchecked(move || destroy(NonNull::new_unchecked(addr as *mut Header)));
+    }
+}
+
+/// # Safety
+///
+/// The caller holds the TVar's lock, `node` came from a `Box<Version<T>>` in a write log and is
+/// of this TVar's type, and the caller is pinned by `guard`.
+unsafe fn publish<T>(header: NonNull<Header>, node: NonNull<()>, stamp: u64, guard: &Guard) {
+    // SAFETY: the header is first in `Inner<T>` (repr(C)) and the caller pinned it live.
+    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
+    // SAFETY: the node is a leaked `Box<Version<T>>`, owned by the write log until now.
+    let mut node = unsafe { Owned::from_raw(node.cast::<Version<T>>().as_ptr()) };
+    // Relaxed: only the lock holder changes `head`, and we hold the lock.
+    let old = inner.head.load(Ordering::Relaxed, guard);
+    node.stamp = stamp;
+    node.prev.store(old, Ordering::Relaxed);
+    // Release: the node's fields are initialised before a reader can reach it.
+    inner.head.store(node, Ordering::Release);
+    // SAFETY: lock held, pinned, `old` is the version we just covered.
+    unsafe { reclaim::trim(old, guard) };
+}
+
+/// # Safety
+///
+/// `header` is live.
+unsafe fn head_stamp<T>(header: NonNull<Header>) -> u64 {
+    // SAFETY: live per the contract; the header is first in `Inner<T>`.
+    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
+    let guard = epoch::pin();
+    // SAFETY: pinned; a head is never null and a version's stamp is immutable once published.
+    unsafe { inner.head.load(Ordering::Acquire, &guard).deref().stamp }
+}
+
+/// # Safety
+///
+/// `node` came from `Box<Version<T>>` and is not linked anywhere.
+unsafe fn drop_pending<T>(node: NonNull<()>) {
+    // SAFETY: per the contract we own the box.
+    drop(unsafe { Box::from_raw(node.cast::<Version<T>>().as_ptr()) });
+}
+
+/// # Safety
+///
+/// No reference to the TVar is left and no pinned thread can reach it.
+unsafe fn destroy<T>(header: NonNull<Header>) {
+    // SAFETY: per the contract we own the allocation made in `TVar::new`.
+    let inner = unsafe { Box::from_raw(header.cast::<Inner<T>>().as_ptr()) };
+    // SAFETY: nobody can reach the chain any more.
+    unsafe {
+        let head = inner.head.load(Ordering::Relaxed, epoch::unprotected());
+        reclaim::destroy_chain(head);
+    }
+}
+
+/// Pin the `Shared` type into this module's vocabulary for `reclaim`.
+pub(crate) type VersionPtr<'g, T> = Shared<'g, Version<T>>;

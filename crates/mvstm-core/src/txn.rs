@@ -1,0 +1,552 @@
+//! `Txn`: what a transaction body sees — reads, writes, `or_else`, retry variants, hooks.
+//!
+//! Reads go to the attempt's snapshot `rv` (a value of the `visible` clock, see `clock.rs`): the
+//! newest version with `stamp <= rv`, so every attempt sees one consistent state (opacity). When
+//! the newest version is newer than the snapshot, the attempt first tries to *extend* its
+//! snapshot: if nothing it read has changed since, it moves `rv` forward and reads the newest
+//! version, which saves the abort that a stale read would cause at commit. Extension costs a
+//! pass over the read set, so a transaction that has written nothing and read much keeps its
+//! old snapshot instead: a read-only transaction never aborts.
+//!
+//! Writes are buffered in the write log as private versions (read-your-writes) and published at
+//! commit (`commit.rs`).
+
+use crate::error::{AbortCause, RetryKind, StmError, StmResult};
+use crate::hooks::Hooks;
+use crate::lock::LockWord;
+use crate::log::{ReadEntry, WriteLog};
+use crate::parking::WaitSpec;
+use crate::sync::Ordering;
+use crate::tvar::{Header, TVar, Version};
+use crossbeam_epoch::{self as epoch, Atomic, Guard};
+use smallvec::SmallVec;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+/// A transaction without writes extends its snapshot only while it has read at most this many
+/// variables; beyond that it keeps its snapshot (cheaper than revalidating a large read set).
+const EXTEND_READS_MAX: usize = 64;
+
+/// The handle a transaction body works through.
+///
+/// A `Txn` is passed to the body of [`atomically`](crate::atomically) and to helpers that
+/// compose; it cannot be created, stored or sent elsewhere.
+///
+/// ```
+/// use mvstm::{atomically, StmResult, TVar, Txn};
+/// fn transfer(tx: &mut Txn, from: &TVar<i64>, to: &TVar<i64>, n: i64) -> StmResult<()> {
+///     tx.modify(from, |b| b - n)?;
+///     tx.modify(to, |b| b + n)
+/// }
+/// let (a, b) = (TVar::new(10), TVar::new(0));
+/// atomically(|tx| transfer(tx, &a, &b, 4));
+/// assert_eq!((a.load(), b.load()), (6, 4));
+/// ```
+pub struct Txn {
+    /// Identifies this thread in lock words and in the starvation gate.
+    pub(crate) owner: u64,
+    /// The snapshot: reads see the newest versions with `stamp <= rv`.
+    pub(crate) rv: u64,
+    /// Pins the attempt: every pointer in the logs stays valid while this is `Some`.
+    pub(crate) guard: Option<Guard>,
+    pub(crate) reads: SmallVec<[ReadEntry; 16]>,
+    pub(crate) writes: WriteLog,
+    /// Lock words seen just before the commit locked them, sorted like the lock set.
+    pub(crate) locked: SmallVec<[(NonNull<Header>, LockWord, bool); 16]>,
+    pub(crate) hooks: Hooks,
+    pub(crate) wait: WaitSpec,
+    /// A read or write of this attempt reported a conflict: it can never commit.
+    pub(crate) doomed: bool,
+    /// The attempt read a version older than the newest one: it must not write.
+    pub(crate) stale: bool,
+    /// An earlier attempt of this `atomically` call wrote: extend snapshots eagerly.
+    pub(crate) update_hint: bool,
+    /// Set while a `retry_until` predicate runs: the predicate must only read.
+    pub(crate) forbid_writes: bool,
+    pub(crate) attempt: u32,
+    /// Total time this `atomically` call has spent blocked in retries.
+    pub(crate) blocked: Duration,
+    pub(crate) commits: u32,
+}
+
+impl Txn {
+    pub(crate) fn new(owner: u64) -> Txn {
+        Txn {
+            owner,
+            rv: 0,
+            guard: None,
+            reads: SmallVec::new(),
+            writes: WriteLog::default(),
+            locked: SmallVec::new(),
+            hooks: Hooks::default(),
+            wait: WaitSpec::default(),
+            doomed: false,
+            stale: false,
+            update_hint: false,
+            forbid_writes: false,
+            attempt: 0,
+            blocked: Duration::ZERO,
+            commits: 0,
+        }
+    }
+
+    /// The guard for loads made while the attempt is pinned.
+    #[inline]
+    fn pinned(&self) -> &'static Guard {
+        debug_assert!(self.guard.is_some(), "a Txn is only used while an attempt runs");
+        // SAFETY: `unprotected` is only unsound for deferring; we only load through it, and the
+        // attempt holds a real pin in `self.guard` for as long as the loaded pointers are used
+        // (they are dropped before the attempt ends).
+        unsafe { epoch::unprotected() }
+    }
+
+    /// Read a variable: its value in this transaction's snapshot, or its buffered write.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let v = TVar::new(1);
+    /// let seen = atomically(|tx| {
+    ///     tx.write(&v, 2)?;
+    ///     tx.read(&v) // read-your-writes
+    /// });
+    /// assert_eq!(seen, 2);
+    /// ```
+    #[inline]
+    pub fn read<T: Clone + Send + Sync + 'static>(&mut self, var: &TVar<T>) -> StmResult<T> {
+        if self.doomed {
+            return Err(StmError::conflict());
+        }
+        let header = var.header();
+        if !self.writes.is_empty() {
+            if let Some(i) = self.writes.find(header) {
+                // SAFETY: entries for this header hold a `Version<T>` made by `write::<T>`.
+                let node = unsafe { self.writes.node(i).cast::<Version<T>>().as_ref() };
+                return Ok(node.value.clone());
+            }
+        }
+        let guard = self.pinned();
+        // SAFETY: pinned for the attempt; a head is never null.
+        let head = unsafe { var.inner().head.load(Ordering::Acquire, guard).deref() };
+        let version = if head.stamp <= self.rv { head } else { self.read_slow(var)? };
+        self.reads.push(ReadEntry { header, stamp: version.stamp });
+        Ok(version.value.clone())
+    }
+
+    /// The head is newer than the snapshot: extend the snapshot, or read the older version.
+    #[cold]
+    fn read_slow<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        var: &TVar<T>,
+    ) -> StmResult<&'static Version<T>> {
+        let may_extend =
+            !self.writes.is_empty() || self.update_hint || self.reads.len() <= EXTEND_READS_MAX;
+        if !(may_extend && self.extend()) && !self.writes.is_empty() {
+            // Something we read changed and we already wrote: this attempt cannot commit.
+            self.doomed = true;
+            return Err(StmError::conflict());
+        }
+        // SAFETY: pinned for the attempt and `rv` is a snapshot taken while pinned.
+        let version = unsafe { var.version_at(self.rv, self.pinned()) };
+        // SAFETY: as above; the head is never null.
+        let head = unsafe { var.inner().head.load(Ordering::Acquire, self.pinned()).deref() };
+        if !std::ptr::eq(version, head) {
+            self.stale = true;
+        }
+        Ok(version)
+    }
+
+    /// Move the snapshot to the current clock if nothing read so far has changed.
+    fn extend(&mut self) -> bool {
+        let now = crate::clock::CLOCK.snapshot();
+        if now <= self.rv {
+            return false;
+        }
+        // `now` was loaded before these checks: a commit stamped `<= now` locked its write set
+        // before taking its stamp, so it shows here as locked or as a newer stamp.
+        let unchanged = self.reads.iter().all(|r| {
+            // SAFETY: logged headers are live while the attempt is pinned.
+            unsafe { r.header.as_ref() }.lock.load() == LockWord::unlocked(r.stamp)
+        });
+        if unchanged {
+            self.rv = now;
+        }
+        unchanged
+    }
+
+    /// Buffer a write; it becomes visible when the transaction commits.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let v = TVar::new("a".to_string());
+    /// atomically(|tx| tx.write(&v, "b".to_string()));
+    /// assert_eq!(v.load(), "b");
+    /// ```
+    #[inline]
+    pub fn write<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        var: &TVar<T>,
+        value: T,
+    ) -> StmResult<()> {
+        if self.doomed || self.stale {
+            // A stale read was fine for a read-only attempt; one that writes cannot commit.
+            self.doomed = true;
+            return Err(StmError::conflict());
+        }
+        assert!(!self.forbid_writes, "a retry_until predicate must only read TVars, not write them");
+        let header = var.header();
+        let mut shadows = false;
+        if let Some(i) = self.writes.find(header) {
+            if i >= self.writes.branch_base {
+                // SAFETY: entries for this header hold a `Version<T>`, private to the log.
+                let node = unsafe { self.writes.node(i).cast::<Version<T>>().as_mut() };
+                node.value = value;
+                return Ok(());
+            }
+            // The entry belongs to a scope outside this `or_else` branch: shadow it.
+            shadows = true;
+        }
+        let node = Box::new(Version { stamp: 0, prev: Atomic::null(), value });
+        self.writes.push(header, NonNull::from(Box::leak(node)).cast(), shadows);
+        Ok(())
+    }
+
+    /// Apply `f` to the variable's value.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let v = TVar::new(1);
+    /// atomically(|tx| tx.modify(&v, |x| x * 10));
+    /// assert_eq!(v.load(), 10);
+    /// ```
+    pub fn modify<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        var: &TVar<T>,
+        f: impl FnOnce(T) -> T,
+    ) -> StmResult<()> {
+        let value = self.read(var)?;
+        self.write(var, f(value))
+    }
+
+    /// Write `value` and return the value it replaces.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let v = TVar::new(1);
+    /// assert_eq!(atomically(|tx| tx.replace(&v, 7)), 1);
+    /// assert_eq!(v.load(), 7);
+    /// ```
+    pub fn replace<T: Clone + Send + Sync + 'static>(
+        &mut self,
+        var: &TVar<T>,
+        value: T,
+    ) -> StmResult<T> {
+        let old = self.read(var)?;
+        self.write(var, value)?;
+        Ok(old)
+    }
+
+    /// Run `first`; if it retries, undo its writes and hooks and run `second` instead.
+    ///
+    /// If both retry, the transaction waits on everything either branch read. A conflict or an
+    /// abort in `first` propagates (it does not fall through to `second`).
+    ///
+    /// ```
+    /// use mvstm::{atomically, retry, StmResult, TVar, Txn};
+    /// fn take(tx: &mut Txn, acc: &TVar<i64>, n: i64) -> StmResult<()> {
+    ///     let b = tx.read(acc)?;
+    ///     if b < n { return retry(); }
+    ///     tx.write(acc, b - n)
+    /// }
+    /// let (a, b) = (TVar::new(5), TVar::new(50));
+    /// atomically(|tx| tx.or_else(|tx| take(tx, &a, 10), |tx| take(tx, &b, 10)));
+    /// assert_eq!((a.load(), b.load()), (5, 40));
+    /// ```
+    pub fn or_else<T>(
+        &mut self,
+        first: impl FnOnce(&mut Txn) -> StmResult<T>,
+        second: impl FnOnce(&mut Txn) -> StmResult<T>,
+    ) -> StmResult<T> {
+        let outer_base = self.writes.branch_base;
+        let write_mark = self.writes.len();
+        let hook_mark = self.hooks.mark();
+        self.writes.branch_base = write_mark;
+        let result = first(self);
+        self.writes.branch_base = outer_base;
+        match result {
+            Err(StmError { kind: crate::error::ErrorKind::Retry(kind) }) => {
+                // Reads stay: the choice of `second` depends on them, and a final wait must
+                // cover them (the union of every branch's reads).
+                if kind == RetryKind::Reads {
+                    self.wait.on_reads = true;
+                }
+                self.writes.truncate(write_mark);
+                self.hooks.rollback(hook_mark);
+                second(self)
+            }
+            other => other,
+        }
+    }
+
+    /// Abort the transaction with `error`: writes are discarded, `on_abort` hooks run with
+    /// [`AbortCause::Abort`], and [`try_atomically`](crate::try_atomically) returns `Err(error)`.
+    ///
+    /// Inside plain [`atomically`](crate::atomically) an abort panics, since there is no way to
+    /// return the error.
+    ///
+    /// ```
+    /// use mvstm::{try_atomically, TVar};
+    /// let v = TVar::new(3);
+    /// let r: Result<(), &str> = try_atomically(|tx| {
+    ///     tx.write(&v, 0)?;
+    ///     tx.abort("no")
+    /// });
+    /// assert_eq!((r, v.load()), (Err("no"), 3));
+    /// ```
+    pub fn abort<T, E: 'static>(&mut self, error: E) -> StmResult<T> {
+        Err(StmError::abort(Box::new(error)))
+    }
+
+    /// Run `hook` if this attempt is abandoned (conflict, retry, abort or panic), before the
+    /// re-run, the block or the return. Hooks run LIFO, outside the transaction.
+    ///
+    /// ```
+    /// use mvstm::{atomically, AbortCause, TVar};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// let (v, retried) = (TVar::new(false), Arc::new(AtomicBool::new(false)));
+    /// let setter = v.clone();
+    /// let flag = retried.clone();
+    /// atomically(|tx| {
+    ///     let flag = flag.clone();
+    ///     let setter = setter.clone();
+    ///     tx.on_abort(move |cause| {
+    ///         assert_eq!(cause, AbortCause::Retry);
+    ///         flag.store(true, Ordering::SeqCst);
+    ///         std::thread::spawn(move || mvstm::atomically(|tx| tx.write(&setter, true)));
+    ///     });
+    ///     if !tx.read(&v)? { return mvstm::retry(); }
+    ///     Ok(())
+    /// });
+    /// assert!(retried.load(Ordering::SeqCst));
+    /// ```
+    pub fn on_abort(&mut self, hook: impl FnOnce(AbortCause) + 'static) {
+        self.hooks.on_abort.push(Box::new(hook));
+    }
+
+    /// Run `hook` once the commit is certain: write set locked, read set validated, new values
+    /// not yet visible. Hooks run FIFO; a panic vetoes the commit and resumes.
+    ///
+    /// The hook must be short and must not wait for another transaction: it holds locks.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let v = TVar::new(0);
+    /// atomically(|tx| {
+    ///     tx.write(&v, 1)?;
+    ///     tx.on_commit(|| println!("committing"));
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn on_commit(&mut self, hook: impl FnOnce() + 'static) {
+        self.hooks.on_commit.push(Box::new(move || {
+            hook();
+            Ok(())
+        }));
+    }
+
+    /// Like [`Txn::on_commit`], but the hook may veto: `Err(e)` aborts the whole transaction
+    /// and [`try_atomically`](crate::try_atomically) returns `Err(e)`.
+    ///
+    /// ```
+    /// use mvstm::{try_atomically, TVar};
+    /// let v = TVar::new(1);
+    /// let r: Result<(), String> = try_atomically(|tx| {
+    ///     tx.write(&v, 0)?;
+    ///     tx.try_on_commit(|| Err::<(), String>("refused".into()));
+    ///     Ok(())
+    /// });
+    /// assert_eq!((r, v.load()), (Err("refused".to_string()), 1));
+    /// ```
+    pub fn try_on_commit<E: 'static>(&mut self, hook: impl FnOnce() -> Result<(), E> + 'static) {
+        self.hooks.on_commit.push(Box::new(move || hook().map_err(|e| Box::new(e) as _)));
+    }
+
+    /// Run `hook` after the commit: values visible, locks released, waiters woken. Hooks run
+    /// FIFO, all of them even if one panics; they may start new transactions.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let v = TVar::new(0);
+    /// let seen = v.clone();
+    /// atomically(|tx| {
+    ///     tx.write(&v, 5)?;
+    ///     let seen = seen.clone();
+    ///     tx.after_commit(move || assert_eq!(seen.load(), 5));
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn after_commit(&mut self, hook: impl FnOnce() + 'static) {
+        self.hooks.after_commit.push(Box::new(hook));
+    }
+
+    /// Block until any of `vars` changes from what this attempt sees, then re-run.
+    ///
+    /// # Panics
+    ///
+    /// If `vars` is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let (flag, other) = (TVar::new(true), TVar::new(0u8));
+    /// atomically(|tx| {
+    ///     if !tx.read(&flag)? {
+    ///         return tx.retry_on(&[&flag, &other]);
+    ///     }
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn retry_on<T>(&mut self, vars: &[&dyn AnyTVar]) -> StmResult<T> {
+        assert!(!vars.is_empty(), "retry_on needs at least one TVar to wait on");
+        let entries = self.seen(vars);
+        self.wait.any.extend(entries);
+        Err(StmError::retry(RetryKind::Explicit))
+    }
+
+    /// Block until every one of `vars` has changed from what this attempt sees, then re-run.
+    ///
+    /// # Panics
+    ///
+    /// If `vars` is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let (a, b) = (TVar::new(1), TVar::new(1));
+    /// atomically(|tx| {
+    ///     if tx.read(&a)? + tx.read(&b)? < 2 {
+    ///         return tx.retry_all(&[&a, &b]);
+    ///     }
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn retry_all<T>(&mut self, vars: &[&dyn AnyTVar]) -> StmResult<T> {
+        assert!(!vars.is_empty(), "retry_all needs at least one TVar to wait on");
+        let entries = self.seen(vars);
+        self.wait.all.push(entries);
+        Err(StmError::retry(RetryKind::Explicit))
+    }
+
+    /// Block until any of `vars` changed and `predicate` holds (evaluated in a fresh read-only
+    /// transaction), then re-run.
+    ///
+    /// # Panics
+    ///
+    /// If `vars` is empty; the predicate panics if it writes.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// let level = TVar::new(10);
+    /// let watched = level.clone();
+    /// atomically(|tx| {
+    ///     if tx.read(&level)? < 5 {
+    ///         let w = watched.clone();
+    ///         return tx.retry_until(&[&level], move |tx| Ok(tx.read(&w)? >= 5));
+    ///     }
+    ///     Ok(())
+    /// });
+    /// ```
+    pub fn retry_until<T>(
+        &mut self,
+        vars: &[&dyn AnyTVar],
+        predicate: impl Fn(&mut Txn) -> StmResult<bool> + 'static,
+    ) -> StmResult<T> {
+        assert!(!vars.is_empty(), "retry_until needs at least one TVar to wait on");
+        let entries = self.seen(vars);
+        self.wait.until.push((entries, Box::new(predicate)));
+        Err(StmError::retry(RetryKind::Explicit))
+    }
+
+    /// Like `retry`, but once this `atomically` call has spent `timeout` blocked in total,
+    /// return `Ok(())` and let the body go on (ScalaSTM's `retryFor`).
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// use std::time::Duration;
+    /// let ready = TVar::new(false);
+    /// let timed_out = atomically(|tx| {
+    ///     if tx.read(&ready)? {
+    ///         return Ok(false);
+    ///     }
+    ///     tx.retry_for(Duration::from_millis(10))?;
+    ///     Ok(true) // waited 10 ms in total and `ready` never changed
+    /// });
+    /// assert!(timed_out);
+    /// ```
+    pub fn retry_for(&mut self, timeout: Duration) -> StmResult<()> {
+        if self.blocked >= timeout {
+            return Ok(());
+        }
+        let left = timeout - self.blocked;
+        self.wait.timeout = Some(self.wait.timeout.map_or(left, |t| t.min(left)));
+        Err(StmError::retry(RetryKind::Reads))
+    }
+
+    /// Which attempt of this `atomically` call is running: 1 for the first, 2 after one re-run.
+    ///
+    /// ```
+    /// assert_eq!(mvstm::atomically(|tx| Ok(tx.attempt())), 1);
+    /// ```
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The stamps of `vars` in this attempt's view (its reads, else its snapshot).
+    fn seen(&self, vars: &[&dyn AnyTVar]) -> SmallVec<[ReadEntry; 4]> {
+        vars.iter()
+            .map(|v| {
+                let header = v.erased_header().cast::<Header>();
+                let stamp = match self.reads.iter().rev().find(|r| r.header == header) {
+                    Some(r) => r.stamp,
+                    // SAFETY: pinned for the attempt; `rv` is a snapshot taken while pinned.
+                    None => unsafe { v.erased_stamp_at(self.rv, self.pinned()) },
+                };
+                ReadEntry { header, stamp }
+            })
+            .collect()
+    }
+}
+
+/// Any `TVar<T>`, whatever its `T`: what [`Txn::retry_on`] and its relatives take.
+///
+/// ```
+/// use mvstm::{AnyTVar, TVar};
+/// let (a, b) = (TVar::new(1u8), TVar::new("x"));
+/// let vars: &[&dyn AnyTVar] = &[&a, &b];
+/// assert_eq!(vars.len(), 2);
+/// ```
+pub trait AnyTVar: sealed::Erased {}
+
+mod sealed {
+    use super::*;
+
+    pub trait Erased {
+        /// The variable's header, type-erased (a `Header` is crate-private).
+        fn erased_header(&self) -> NonNull<()>;
+        /// # Safety
+        ///
+        /// The caller is pinned and `rv` is a snapshot taken while pinned.
+        unsafe fn erased_stamp_at(&self, rv: u64, guard: &Guard) -> u64;
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> sealed::Erased for TVar<T> {
+    fn erased_header(&self) -> NonNull<()> {
+        self.header().cast()
+    }
+
+    unsafe fn erased_stamp_at(&self, rv: u64, guard: &Guard) -> u64 {
+        // SAFETY: forwarded contract.
+        unsafe { self.version_at(rv, guard).stamp }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> AnyTVar for TVar<T> {}

@@ -1,0 +1,25 @@
+//! mvstm: a multi-version software transactional memory for Rust, with side effects that are
+//! safe inside transactions.
+//!
+//! This facade re-exports the engine, [`mvstm-core`](mvstm_core). Start with [`atomically`]
+//! and [`TVar`]; the repository's `README.md` has a tour and `docs/` the design.
+//!
+//! ```
+//! use mvstm::{atomically, retry, TVar};
+//! let account = TVar::new(100i64);
+//! let paid = atomically(|tx| {
+//!     let balance = tx.read(&account)?;
+//!     if balance < 30 {
+//!         return retry();
+//!     }
+//!     tx.write(&account, balance - 30)?;
+//!     Ok(30)
+//! });
+//! assert_eq!((paid, account.load()), (30, 70));
+//! ```
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub use mvstm_core::{
+    atomically, retry, try_atomically, AbortCause, AnyTVar, StmError, StmResult, TVar, Txn,
+};
