@@ -32,8 +32,12 @@ static HORIZON: AtomicU64 = AtomicU64::new(0);
 /// Commits per thread between two horizon advances.
 pub(crate) const HORIZON_EVERY: u32 = 32;
 
-/// Versions a trim walks at most before it gives up until the next commit on that TVar.
+/// Versions a trim walks before it gives up, except on a full walk.
 const TRIM_WALK_LIMIT: usize = 64;
+
+/// One commit stamp in this many walks the whole chain, so a chain that grew long while the
+/// horizon stood still is cut once it moves again, at an amortized cost of one step per commit.
+const FULL_WALK_EVERY: u64 = 64;
 
 /// Schedule a horizon advance to the current `visible` stamp.
 pub(crate) fn advance_horizon(guard: &Guard) {
@@ -50,13 +54,16 @@ pub(crate) fn advance_horizon(guard: &Guard) {
 
 /// Cut the versions below the newest one with `stamp <= HORIZON`, starting at `from`.
 ///
+/// `stamp` is the stamp being published; it picks the full walks.
+///
 /// # Safety
 ///
 /// The caller holds the lock of the TVar `from` belongs to and is pinned by `guard`.
-pub(crate) unsafe fn trim<T>(from: VersionPtr<'_, T>, guard: &Guard) {
+pub(crate) unsafe fn trim<T>(from: VersionPtr<'_, T>, stamp: u64, guard: &Guard) {
     let horizon = HORIZON.load(Ordering::Acquire);
+    let limit = if stamp % FULL_WALK_EVERY == 0 { usize::MAX } else { TRIM_WALK_LIMIT };
     let mut cur = from;
-    for _ in 0..TRIM_WALK_LIMIT {
+    for _ in 0..limit {
         // SAFETY: pinned; nodes reachable from the head are live.
         let Some(version) = (unsafe { cur.as_ref() }) else { return };
         if version.stamp <= horizon {

@@ -306,7 +306,7 @@ unsafe fn publish<T>(header: NonNull<Header>, node: NonNull<()>, stamp: u64, gua
     // Release: the node's fields are initialised before a reader can reach it.
     inner.head.store(node, Ordering::Release);
     // SAFETY: lock held, pinned, `old` is the version we just covered.
-    unsafe { reclaim::trim(old, guard) };
+    unsafe { reclaim::trim(old, stamp, guard) };
 }
 
 /// # Safety
