@@ -60,7 +60,12 @@ impl Txn {
 
     fn commit_plain(&mut self) -> Result<(), CommitError> {
         self.locked.clear();
-        self.locked.extend(self.writes.entries().iter().map(|e| (e.header, LockWord::unlocked(0), true)));
+        self.locked.extend(
+            self.writes
+                .entries()
+                .iter()
+                .map(|e| (e.header, LockWord::unlocked(0), true)),
+        );
         self.lock_all()?;
         let wv = CLOCK.reserve();
         if wv != self.rv + 1 && !self.reads_valid() {
@@ -74,7 +79,12 @@ impl Txn {
 
     fn commit_with_hooks(&mut self) -> Result<(), CommitError> {
         self.locked.clear();
-        self.locked.extend(self.writes.entries().iter().map(|e| (e.header, LockWord::unlocked(0), true)));
+        self.locked.extend(
+            self.writes
+                .entries()
+                .iter()
+                .map(|e| (e.header, LockWord::unlocked(0), true)),
+        );
         for r in &self.reads {
             if self.writes.find_sorted(r.header).is_none() {
                 self.locked.push((r.header, LockWord::unlocked(0), false));
@@ -155,7 +165,10 @@ impl Txn {
 
     /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
     fn publish(&mut self, wv: u64) {
-        let guard = self.guard.as_ref().expect("an attempt is pinned while it commits");
+        let guard = self
+            .guard
+            .as_ref()
+            .expect("an attempt is pinned while it commits");
         for e in self.writes.entries() {
             // SAFETY: we hold the lock, the node is a pending `Version` of the header's type
             // owned by the log, and we are pinned. Ownership moves to the TVar.

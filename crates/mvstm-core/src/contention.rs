@@ -64,7 +64,11 @@ pub(crate) struct Contention {
 
 impl Contention {
     pub(crate) fn new(owner: u64) -> Self {
-        Contention { owner, conflicts: 0, holds_priority: false }
+        Contention {
+            owner,
+            conflicts: 0,
+            holds_priority: false,
+        }
     }
 
     /// Called after a conflict: back off, or escalate to priority.

@@ -68,15 +68,21 @@ pub struct StmError {
 
 impl StmError {
     pub(crate) fn retry(kind: RetryKind) -> Self {
-        StmError { kind: ErrorKind::Retry(kind) }
+        StmError {
+            kind: ErrorKind::Retry(kind),
+        }
     }
 
     pub(crate) fn conflict() -> Self {
-        StmError { kind: ErrorKind::Conflict }
+        StmError {
+            kind: ErrorKind::Conflict,
+        }
     }
 
     pub(crate) fn abort(payload: Box<dyn Any>) -> Self {
-        StmError { kind: ErrorKind::Abort(payload) }
+        StmError {
+            kind: ErrorKind::Abort(payload),
+        }
     }
 
     /// Whether this signal asks to block and re-run (`retry` and its variants).

@@ -130,7 +130,8 @@ impl WriteLog {
             self.entries = kept;
             self.shadowed = false;
         }
-        self.entries.sort_unstable_by_key(|e| e.header.as_ptr() as usize);
+        self.entries
+            .sort_unstable_by_key(|e| e.header.as_ptr() as usize);
         self.index.clear();
     }
 

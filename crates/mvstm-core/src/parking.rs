@@ -147,7 +147,10 @@ impl Wait {
                 .filter_map(|e| {
                     // SAFETY: the attempt is still pinned and logged `e.header`.
                     match unsafe { ErasedRef::upgrade(e.header) } {
-                        Some(var) => Some(Watched { var, stamp: e.stamp }),
+                        Some(var) => Some(Watched {
+                            var,
+                            stamp: e.stamp,
+                        }),
                         None => {
                             wait.gone = true;
                             None
@@ -189,7 +192,11 @@ impl Wait {
         let thread = std::thread::current();
         let mut registered = SmallVec::new();
         for (addr, var) in addrs {
-            shard(addr).lock().push(Entry { addr, thread: thread.clone(), ticket: self.ticket });
+            shard(addr).lock().push(Entry {
+                addr,
+                thread: thread.clone(),
+                ticket: self.ticket,
+            });
             // SeqCst: see the module docs; after the table insert, so a writer that sees the
             // count finds the entry.
             var.header().waiters.fetch_add(1, Ordering::SeqCst);
@@ -248,7 +255,9 @@ impl Drop for Wait {
     fn drop(&mut self) {
         for var in &self.registered {
             let addr = var.addr();
-            shard(addr).lock().retain(|e| !(e.addr == addr && e.ticket == self.ticket));
+            shard(addr)
+                .lock()
+                .retain(|e| !(e.addr == addr && e.ticket == self.ticket));
             // Relaxed: the count only gates whether writers look in the table; a stale non-zero
             // costs a writer one shard lookup.
             var.header().waiters.fetch_sub(1, Ordering::Relaxed);

@@ -61,11 +61,17 @@ pub(crate) fn advance_horizon(guard: &Guard) {
 /// The caller holds the lock of the TVar `from` belongs to and is pinned by `guard`.
 pub(crate) unsafe fn trim<T>(from: VersionPtr<'_, T>, stamp: u64, guard: &Guard) {
     let horizon = HORIZON.load(Ordering::Acquire);
-    let limit = if stamp % FULL_WALK_EVERY == 0 { usize::MAX } else { TRIM_WALK_LIMIT };
+    let limit = if stamp % FULL_WALK_EVERY == 0 {
+        usize::MAX
+    } else {
+        TRIM_WALK_LIMIT
+    };
     let mut cur = from;
     for _ in 0..limit {
         // SAFETY: pinned; nodes reachable from the head are live.
-        let Some(version) = (unsafe { cur.as_ref() }) else { return };
+        let Some(version) = (unsafe { cur.as_ref() }) else {
+            return;
+        };
         if version.stamp <= horizon {
             // Relaxed: the tail is unreachable for every snapshot (they all stop at `version`),
             // and a walker that already loaded the old pointer is protected by its pin.
@@ -96,7 +102,11 @@ pub(crate) unsafe fn destroy_chain<T>(mut cur: VersionPtr<'_, T>) {
         // SAFETY: owned per the contract.
         let owned = unsafe { cur.into_owned() };
         // SAFETY: owned, so no other thread touches the link.
-        cur = unsafe { owned.prev.load(Ordering::Relaxed, crossbeam_epoch::unprotected()) };
+        cur = unsafe {
+            owned
+                .prev
+                .load(Ordering::Relaxed, crossbeam_epoch::unprotected())
+        };
         drop(owned);
     }
 }

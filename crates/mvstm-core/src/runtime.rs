@@ -6,10 +6,10 @@
 //! object and its logs are cached per thread and reused, so a steady state allocates nothing
 //! but the new versions it publishes.
 
+use crate::commit::CommitError;
 use crate::contention::Contention;
 use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult};
 use crate::hooks::{self, Veto};
-use crate::commit::CommitError;
 use crate::parking::{Predicate, Wait};
 use crate::sync::{AtomicU64, Ordering};
 use crate::txn::Txn;
@@ -271,7 +271,10 @@ impl Txn {
     /// After an abandoned attempt: discard it, unpin, then run `on_abort` hooks.
     fn abandon(&mut self, cause: AbortCause) {
         self.clear_attempt();
-        if self.hooks.on_abort.is_empty() && self.hooks.on_commit.is_empty() && self.hooks.after_commit.is_empty() {
+        if self.hooks.on_abort.is_empty()
+            && self.hooks.on_commit.is_empty()
+            && self.hooks.after_commit.is_empty()
+        {
             return;
         }
         let on_abort = std::mem::take(&mut self.hooks.on_abort);

@@ -100,7 +100,11 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// assert_eq!(v.load(), "hi");
     /// ```
     pub fn new(value: T) -> TVar<T> {
-        let version = Owned::new(Version { stamp: 0, prev: Atomic::null(), value });
+        let version = Owned::new(Version {
+            stamp: 0,
+            prev: Atomic::null(),
+            value,
+        });
         let inner = Box::new(Inner {
             header: Header {
                 lock: VarLock::new(),
@@ -110,7 +114,10 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
             },
             head: Atomic::from(version),
         });
-        TVar { ptr: NonNull::from(Box::leak(inner)), _owns: PhantomData }
+        TVar {
+            ptr: NonNull::from(Box::leak(inner)),
+            _owns: PhantomData,
+        }
     }
 
     /// The newest committed value, without a transaction.
@@ -186,7 +193,10 @@ impl<T> Clone for TVar<T> {
         // Relaxed: a new handle is made from an existing one, which keeps the count above zero
         // (the argument of `Arc::clone`).
         self.inner().header.refs.fetch_add(1, Ordering::Relaxed);
-        TVar { ptr: self.ptr, _owns: PhantomData }
+        TVar {
+            ptr: self.ptr,
+            _owns: PhantomData,
+        }
     }
 }
 

@@ -93,7 +93,10 @@ impl Txn {
     /// The guard for loads made while the attempt is pinned.
     #[inline]
     fn pinned(&self) -> &'static Guard {
-        debug_assert!(self.guard.is_some(), "a Txn is only used while an attempt runs");
+        debug_assert!(
+            self.guard.is_some(),
+            "a Txn is only used while an attempt runs"
+        );
         // SAFETY: `unprotected` is only unsound for deferring; we only load through it, and the
         // attempt holds a real pin in `self.guard` for as long as the loaded pointers are used
         // (they are dropped before the attempt ends).
@@ -127,8 +130,15 @@ impl Txn {
         let guard = self.pinned();
         // SAFETY: pinned for the attempt; a head is never null.
         let head = unsafe { var.inner().head.load(Ordering::Acquire, guard).deref() };
-        let version = if head.stamp <= self.rv { head } else { self.read_slow(var)? };
-        self.reads.push(ReadEntry { header, stamp: version.stamp });
+        let version = if head.stamp <= self.rv {
+            head
+        } else {
+            self.read_slow(var)?
+        };
+        self.reads.push(ReadEntry {
+            header,
+            stamp: version.stamp,
+        });
         Ok(version.value.clone())
     }
 
@@ -148,7 +158,12 @@ impl Txn {
         // SAFETY: pinned for the attempt and `rv` is a snapshot taken while pinned.
         let version = unsafe { var.version_at(self.rv, self.pinned()) };
         // SAFETY: as above; the head is never null.
-        let head = unsafe { var.inner().head.load(Ordering::Acquire, self.pinned()).deref() };
+        let head = unsafe {
+            var.inner()
+                .head
+                .load(Ordering::Acquire, self.pinned())
+                .deref()
+        };
         if !std::ptr::eq(version, head) {
             self.stale = true;
         }
@@ -192,7 +207,10 @@ impl Txn {
             self.doomed = true;
             return Err(StmError::conflict());
         }
-        assert!(!self.forbid_writes, "a retry_until predicate must only read TVars, not write them");
+        assert!(
+            !self.forbid_writes,
+            "a retry_until predicate must only read TVars, not write them"
+        );
         let header = var.header();
         let mut shadows = false;
         if let Some(i) = self.writes.find(header) {
@@ -205,8 +223,13 @@ impl Txn {
             // The entry belongs to a scope outside this `or_else` branch: shadow it.
             shadows = true;
         }
-        let node = Box::new(Version { stamp: 0, prev: Atomic::null(), value });
-        self.writes.push(header, NonNull::from(Box::leak(node)).cast(), shadows);
+        let node = Box::new(Version {
+            stamp: 0,
+            prev: Atomic::null(),
+            value,
+        });
+        self.writes
+            .push(header, NonNull::from(Box::leak(node)).cast(), shadows);
         Ok(())
     }
 
@@ -273,7 +296,9 @@ impl Txn {
         let result = first(self);
         self.writes.branch_base = outer_base;
         match result {
-            Err(StmError { kind: crate::error::ErrorKind::Retry(kind) }) => {
+            Err(StmError {
+                kind: crate::error::ErrorKind::Retry(kind),
+            }) => {
                 // Reads stay: the choice of `second` depends on them, and a final wait must
                 // cover them (the union of every branch's reads).
                 if kind == RetryKind::Reads {
@@ -368,7 +393,9 @@ impl Txn {
     /// assert_eq!((r, v.load()), (Err("refused".to_string()), 1));
     /// ```
     pub fn try_on_commit<E: 'static>(&mut self, hook: impl FnOnce() -> Result<(), E> + 'static) {
-        self.hooks.on_commit.push(Box::new(move || hook().map_err(|e| Box::new(e) as _)));
+        self.hooks
+            .on_commit
+            .push(Box::new(move || hook().map_err(|e| Box::new(e) as _)));
     }
 
     /// Run `hook` after the commit: values visible, locks released, waiters woken. Hooks run
@@ -406,7 +433,10 @@ impl Txn {
     /// });
     /// ```
     pub fn retry_on<T>(&mut self, vars: &[&dyn AnyTVar]) -> StmResult<T> {
-        assert!(!vars.is_empty(), "retry_on needs at least one TVar to wait on");
+        assert!(
+            !vars.is_empty(),
+            "retry_on needs at least one TVar to wait on"
+        );
         let entries = self.seen(vars);
         self.wait.any.extend(entries);
         Err(StmError::retry(RetryKind::Explicit))
@@ -429,7 +459,10 @@ impl Txn {
     /// });
     /// ```
     pub fn retry_all<T>(&mut self, vars: &[&dyn AnyTVar]) -> StmResult<T> {
-        assert!(!vars.is_empty(), "retry_all needs at least one TVar to wait on");
+        assert!(
+            !vars.is_empty(),
+            "retry_all needs at least one TVar to wait on"
+        );
         let entries = self.seen(vars);
         self.wait.all.push(entries);
         Err(StmError::retry(RetryKind::Explicit))
@@ -459,7 +492,10 @@ impl Txn {
         vars: &[&dyn AnyTVar],
         predicate: impl Fn(&mut Txn) -> StmResult<bool> + 'static,
     ) -> StmResult<T> {
-        assert!(!vars.is_empty(), "retry_until needs at least one TVar to wait on");
+        assert!(
+            !vars.is_empty(),
+            "retry_until needs at least one TVar to wait on"
+        );
         let entries = self.seen(vars);
         self.wait.until.push((entries, Box::new(predicate)));
         Err(StmError::retry(RetryKind::Explicit))
