@@ -41,6 +41,7 @@ pub(crate) enum CommitError {
 
 impl Txn {
     /// Commit the current attempt. On `Err`, nothing was published and no lock is held.
+    #[inline]
     pub(crate) fn commit(&mut self) -> Result<(), CommitError> {
         if self.doomed {
             return Err(CommitError::Conflict);
@@ -49,6 +50,10 @@ impl Txn {
             // Read-only: serialized at the snapshot, which never changes under us.
             return self.hooks.run_on_commit().map_err(CommitError::Veto);
         }
+        self.commit_update()
+    }
+
+    fn commit_update(&mut self) -> Result<(), CommitError> {
         contention::wait_at_gate(self.owner);
         self.writes.prepare_commit();
         if self.hooks.on_commit.is_empty() {

@@ -63,6 +63,7 @@ pub(crate) struct Contention {
 }
 
 impl Contention {
+    #[inline]
     pub(crate) fn new(owner: u64) -> Self {
         Contention {
             owner,
@@ -97,6 +98,7 @@ impl Contention {
     }
 
     /// Give the token back (before blocking, running outside hooks or returning).
+    #[inline]
     pub(crate) fn release(&mut self) {
         if self.holds_priority {
             // Release: our commit's effects happen-before the next gate passer's.
@@ -107,6 +109,7 @@ impl Contention {
 }
 
 impl Drop for Contention {
+    #[inline]
     fn drop(&mut self) {
         self.release();
     }

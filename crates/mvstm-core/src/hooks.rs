@@ -55,6 +55,12 @@ impl Hooks {
         self.after_commit.truncate(mark.after_commit);
     }
 
+    /// Whether no hook of any kind is registered (the common, free case).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.on_abort.is_empty() && self.on_commit.is_empty() && self.after_commit.is_empty()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.on_abort.clear();
         self.on_commit.clear();
@@ -62,7 +68,11 @@ impl Hooks {
     }
 
     /// Run `on_commit` hooks in order; the first error or panic vetoes and drops the rest.
+    #[inline]
     pub(crate) fn run_on_commit(&mut self) -> Result<(), Veto> {
+        if self.on_commit.is_empty() {
+            return Ok(());
+        }
         let mut hooks = std::mem::take(&mut self.on_commit).into_iter();
         for hook in hooks.by_ref() {
             match catch_unwind(AssertUnwindSafe(hook)) {

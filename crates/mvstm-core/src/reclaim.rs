@@ -24,20 +24,22 @@
 
 use crate::clock::CLOCK;
 use crate::sync::{AtomicU64, Ordering};
-use crate::tvar::{Version, VersionPtr};
+use crate::tvar::{Header, Version, VersionPtr};
 use crossbeam_epoch::{Guard, Shared};
 
 static HORIZON: AtomicU64 = AtomicU64::new(0);
 
 /// Commits per thread between two horizon advances.
-pub(crate) const HORIZON_EVERY: u32 = 32;
+pub(crate) const HORIZON_EVERY: u32 = 64;
 
-/// Versions a trim walks before it gives up, except on a full walk.
-const TRIM_WALK_LIMIT: usize = 64;
+/// Versions a publish looks at below the version it covers, on every write. Enough to cut a
+/// chain whose TVar is written rarely (its old head is usually under the horizon already).
+const QUICK_WALK: usize = 2;
 
-/// One commit stamp in this many walks the whole chain, so a chain that grew long while the
-/// horizon stood still is cut once it moves again, at an amortized cost of one step per commit.
-const FULL_WALK_EVERY: u64 = 64;
+/// Writes of one TVar between two walks down to the horizon. A hot TVar's chain holds the
+/// versions newer than the horizon plus at most this many; the walk costs `lag / FULL_TRIM_EVERY
+/// + 1` steps per write, amortized.
+const FULL_TRIM_EVERY: u32 = 32;
 
 /// Schedule a horizon advance to the current `visible` stamp.
 pub(crate) fn advance_horizon(guard: &Guard) {
@@ -54,23 +56,24 @@ pub(crate) fn advance_horizon(guard: &Guard) {
 
 /// Cut the versions below the newest one with `stamp <= HORIZON`, starting at `from`.
 ///
-/// `stamp` is the stamp being published; it picks the full walks.
-///
 /// # Safety
 ///
-/// The caller holds the lock of the TVar `from` belongs to and is pinned by `guard`.
-pub(crate) unsafe fn trim<T>(from: VersionPtr<'_, T>, stamp: u64, guard: &Guard) {
+/// The caller holds the lock of the TVar `header` (whose chain `from` is in) and is pinned by
+/// `guard`.
+pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &Guard) {
     let horizon = HORIZON.load(Ordering::Acquire);
-    let limit = if stamp % FULL_WALK_EVERY == 0 {
+    // Relaxed: only the lock holder reads or writes the counter, and the lock orders holders.
+    let writes = header.writes_since_trim.load(Ordering::Relaxed) + 1;
+    let limit = if writes >= FULL_TRIM_EVERY {
         usize::MAX
     } else {
-        TRIM_WALK_LIMIT
+        QUICK_WALK
     };
     let mut cur = from;
     for _ in 0..limit {
         // SAFETY: pinned; nodes reachable from the head are live.
         let Some(version) = (unsafe { cur.as_ref() }) else {
-            return;
+            break;
         };
         if version.stamp <= horizon {
             // Relaxed: the tail is unreachable for every snapshot (they all stop at `version`),
@@ -86,10 +89,13 @@ pub(crate) unsafe fn trim<T>(from: VersionPtr<'_, T>, stamp: u64, guard: &Guard)
                     });
                 }
             }
+            header.writes_since_trim.store(0, Ordering::Relaxed);
             return;
         }
         cur = version.prev.load(Ordering::Acquire, guard);
     }
+    let writes = if limit == usize::MAX { 0 } else { writes };
+    header.writes_since_trim.store(writes, Ordering::Relaxed);
 }
 
 /// Free a chain of versions, oldest links included, without recursion.

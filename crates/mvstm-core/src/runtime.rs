@@ -13,7 +13,6 @@ use crate::hooks::{self, Veto};
 use crate::parking::{Predicate, Wait};
 use crate::sync::{AtomicU64, Ordering};
 use crate::txn::Txn;
-use crossbeam_epoch as epoch;
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -28,6 +27,7 @@ thread_local! {
     static CACHE: Cell<Option<Box<Txn>>> = const { Cell::new(None) };
 }
 
+#[inline]
 fn owner_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     OWNER.with(|o| {
@@ -43,6 +43,7 @@ fn owner_id() -> u64 {
 struct InTxn;
 
 impl InTxn {
+    #[inline]
     fn enter() -> InTxn {
         IN_TXN.with(|f| f.set(true));
         InTxn
@@ -50,6 +51,7 @@ impl InTxn {
 }
 
 impl Drop for InTxn {
+    #[inline]
     fn drop(&mut self) {
         IN_TXN.with(|f| f.set(false));
     }
@@ -59,6 +61,7 @@ impl Drop for InTxn {
 struct Cached(Option<Box<Txn>>);
 
 impl Cached {
+    #[inline]
     fn take() -> Cached {
         let tx = CACHE
             .try_with(Cell::take)
@@ -71,21 +74,24 @@ impl Cached {
 
 impl std::ops::Deref for Cached {
     type Target = Txn;
+    #[inline]
     fn deref(&self) -> &Txn {
         self.0.as_ref().expect("present until dropped")
     }
 }
 
 impl std::ops::DerefMut for Cached {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Txn {
         self.0.as_mut().expect("present until dropped")
     }
 }
 
 impl Drop for Cached {
+    #[inline]
     fn drop(&mut self) {
         if let Some(mut tx) = self.0.take() {
-            tx.reset_attempt();
+            tx.reset_call();
             // A nested call (from a hook) may have refilled the cache: keep one, drop the other.
             let _ = CACHE.try_with(|c| {
                 if let Some(other) = c.replace(Some(tx)) {
@@ -212,6 +218,7 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
             Abandon::Retry(kind) => {
                 if kind == RetryKind::Reads {
                     tx.wait.on_reads = true;
+                    tx.wait_used = true;
                 }
                 // Register while still pinned: the logged headers are live until we unpin.
                 let txn = &mut *tx;
@@ -242,25 +249,32 @@ impl Txn {
     /// Start an attempt: pin, take a snapshot.
     #[inline]
     fn begin(&mut self) {
-        self.guard = Some(epoch::pin());
+        self.guard = Some(self.handle.pin());
         self.rv = crate::clock::CLOCK.snapshot();
         self.attempt += 1;
     }
 
-    /// Drop the attempt's state; unpins.
+    /// Drop the attempt's state; unpins. Cheap when the attempt used no writes, waits or hooks.
+    #[inline]
     fn clear_attempt(&mut self) {
         self.reads.clear();
-        self.writes.clear_discarded();
-        self.wait.clear();
+        if !self.writes.is_empty() {
+            self.writes.clear_discarded();
+        }
+        if self.wait_used {
+            self.wait.clear();
+            self.wait_used = false;
+        }
         self.doomed = false;
         self.stale = false;
         self.guard = None;
     }
 
     /// After a commit: unpin, then run `after_commit` hooks.
+    #[inline]
     fn finish_committed(&mut self) {
         self.clear_attempt();
-        if self.hooks.after_commit.is_empty() && self.hooks.on_abort.is_empty() {
+        if self.hooks.is_empty() {
             return;
         }
         let after = std::mem::take(&mut self.hooks.after_commit);
@@ -271,10 +285,7 @@ impl Txn {
     /// After an abandoned attempt: discard it, unpin, then run `on_abort` hooks.
     fn abandon(&mut self, cause: AbortCause) {
         self.clear_attempt();
-        if self.hooks.on_abort.is_empty()
-            && self.hooks.on_commit.is_empty()
-            && self.hooks.after_commit.is_empty()
-        {
+        if self.hooks.is_empty() {
             return;
         }
         let on_abort = std::mem::take(&mut self.hooks.on_abort);
@@ -282,10 +293,14 @@ impl Txn {
         hooks::run_on_abort(on_abort, cause);
     }
 
-    /// Reset everything that belongs to one `atomically` call.
-    fn reset_attempt(&mut self) {
+    /// Reset what belongs to one `atomically` call (the attempt state is normally clear already;
+    /// clearing again is cheap and keeps a cached `Txn` from staying pinned after a surprise).
+    #[inline]
+    fn reset_call(&mut self) {
         self.clear_attempt();
-        self.hooks.clear();
+        if !self.hooks.is_empty() {
+            self.hooks.clear();
+        }
         self.attempt = 0;
         self.blocked = Duration::ZERO;
         self.update_hint = false;

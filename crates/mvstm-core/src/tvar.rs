@@ -20,7 +20,7 @@
 use crate::clock::CLOCK;
 use crate::lock::VarLock;
 use crate::reclaim;
-use crate::sync::{fence, AtomicUsize, Ordering};
+use crate::sync::{fence, AtomicU32, AtomicUsize, Ordering};
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use std::fmt;
 use std::marker::PhantomData;
@@ -51,7 +51,9 @@ pub(crate) struct VarOps {
 pub(crate) struct Header {
     pub(crate) lock: VarLock,
     /// Number of retry waiters registered on this TVar (see `parking.rs`).
-    pub(crate) waiters: AtomicUsize,
+    pub(crate) waiters: AtomicU32,
+    /// Writes since the last full trim of the chain; only the lock holder touches it.
+    pub(crate) writes_since_trim: AtomicU32,
     refs: AtomicUsize,
     pub(crate) ops: &'static VarOps,
 }
@@ -108,7 +110,8 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
         let inner = Box::new(Inner {
             header: Header {
                 lock: VarLock::new(),
-                waiters: AtomicUsize::new(0),
+                waiters: AtomicU32::new(0),
+                writes_since_trim: AtomicU32::new(0),
                 refs: AtomicUsize::new(1),
                 ops: &Self::OPS,
             },
@@ -316,7 +319,7 @@ unsafe fn publish<T>(header: NonNull<Header>, node: NonNull<()>, stamp: u64, gua
     // Release: the node's fields are initialised before a reader can reach it.
     inner.head.store(node, Ordering::Release);
     // SAFETY: lock held, pinned, `old` is the version we just covered.
-    unsafe { reclaim::trim(old, stamp, guard) };
+    unsafe { reclaim::trim(&inner.header, old, guard) };
 }
 
 /// # Safety

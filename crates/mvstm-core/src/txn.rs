@@ -18,7 +18,7 @@ use crate::log::{ReadEntry, WriteLog};
 use crate::parking::WaitSpec;
 use crate::sync::Ordering;
 use crate::tvar::{Header, TVar, Version};
-use crossbeam_epoch::{self as epoch, Atomic, Guard};
+use crossbeam_epoch::{self as epoch, Atomic, Guard, LocalHandle};
 use smallvec::SmallVec;
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -55,6 +55,11 @@ pub struct Txn {
     pub(crate) locked: SmallVec<[(NonNull<Header>, LockWord, bool); 16]>,
     pub(crate) hooks: Hooks,
     pub(crate) wait: WaitSpec,
+    /// Whether `wait` may hold something (a retry variant ran this attempt).
+    pub(crate) wait_used: bool,
+    /// This thread's registration with the epoch collector: pinning through it skips
+    /// crossbeam's own thread-local lookup.
+    pub(crate) handle: LocalHandle,
     /// A read or write of this attempt reported a conflict: it can never commit.
     pub(crate) doomed: bool,
     /// The attempt read a version older than the newest one: it must not write.
@@ -80,6 +85,8 @@ impl Txn {
             locked: SmallVec::new(),
             hooks: Hooks::default(),
             wait: WaitSpec::default(),
+            wait_used: false,
+            handle: epoch::default_collector().register(),
             doomed: false,
             stale: false,
             update_hint: false,
@@ -303,6 +310,7 @@ impl Txn {
                 // cover them (the union of every branch's reads).
                 if kind == RetryKind::Reads {
                     self.wait.on_reads = true;
+                    self.wait_used = true;
                 }
                 self.writes.truncate(write_mark);
                 self.hooks.rollback(hook_mark);
@@ -439,6 +447,7 @@ impl Txn {
         );
         let entries = self.seen(vars);
         self.wait.any.extend(entries);
+        self.wait_used = true;
         Err(StmError::retry(RetryKind::Explicit))
     }
 
@@ -465,6 +474,7 @@ impl Txn {
         );
         let entries = self.seen(vars);
         self.wait.all.push(entries);
+        self.wait_used = true;
         Err(StmError::retry(RetryKind::Explicit))
     }
 
@@ -498,6 +508,7 @@ impl Txn {
         );
         let entries = self.seen(vars);
         self.wait.until.push((entries, Box::new(predicate)));
+        self.wait_used = true;
         Err(StmError::retry(RetryKind::Explicit))
     }
 
@@ -523,6 +534,7 @@ impl Txn {
         }
         let left = timeout - self.blocked;
         self.wait.timeout = Some(self.wait.timeout.map_or(left, |t| t.min(left)));
+        self.wait_used = true;
         Err(StmError::retry(RetryKind::Reads))
     }
 
