@@ -23,3 +23,8 @@
 pub use mvstm_core::{
     atomically, retry, try_atomically, AbortCause, AnyTVar, StmError, StmResult, TVar, Txn,
 };
+
+/// The README's examples, compiled and run as doctests so they cannot drift from the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

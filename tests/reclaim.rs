@@ -67,9 +67,15 @@ fn old_versions_are_reclaimed_and_values_dropped_exactly_once() {
         w.join().unwrap();
     }
     let max = max_live.load(Ordering::Relaxed);
-    println!("at most {max} values alive during {} overwrites", 2 * WRITES);
+    println!(
+        "at most {max} values alive during {} overwrites",
+        2 * WRITES
+    );
     // Bounded: a small multiple of what the epochs hold back, not the number of writes.
-    assert!(max < 5_000, "{max} values alive: old versions are not reclaimed");
+    assert!(
+        max < 5_000,
+        "{max} values alive: old versions are not reclaimed"
+    );
     drop(var);
     assert!(
         churn_until(|| live.load(Ordering::SeqCst) == 0),

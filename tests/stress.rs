@@ -43,7 +43,11 @@ fn money_is_conserved_and_every_attempt_sees_a_consistent_total() {
                         total += tx.read(a)?;
                     }
                     // Inside the attempt: opacity means even a doomed attempt sees this.
-                    assert_eq!(total, START * ACCOUNTS as i64, "an attempt saw a torn state");
+                    assert_eq!(
+                        total,
+                        START * ACCOUNTS as i64,
+                        "an attempt saw a torn state"
+                    );
                     Ok(())
                 });
                 checks += 1;
@@ -119,13 +123,24 @@ fn no_write_skew_both_values_never_odd() {
     let mut observed = 0;
     while !(a.is_finished() && b.is_finished()) {
         let (vx, vy) = atomically(|tx| Ok((tx.read(&x)?, tx.read(&y)?)));
-        assert!(!(vx % 2 == 1 && vy % 2 == 1), "write skew: both odd ({vx}, {vy})");
+        assert!(
+            !(vx % 2 == 1 && vy % 2 == 1),
+            "write skew: both odd ({vx}, {vy})"
+        );
         observed += 1;
     }
     a.join().unwrap();
     b.join().unwrap();
-    assert_eq!(violations.load(Ordering::Relaxed), 0, "an attempt saw both values odd");
-    assert_eq!((x.load(), y.load()), (FLIPS, FLIPS), "both sides flipped to the end");
+    assert_eq!(
+        violations.load(Ordering::Relaxed),
+        0,
+        "an attempt saw both values odd"
+    );
+    assert_eq!(
+        (x.load(), y.load()),
+        (FLIPS, FLIPS),
+        "both sides flipped to the end"
+    );
     println!("observer looked {observed} times");
 }
 
@@ -173,10 +188,16 @@ fn read_only_transaction_over_1000_tvars_runs_exactly_once_while_writers_commit(
             overlapped += 1;
         }
     }
-    assert!(overlapped >= 50, "only {overlapped} readers ran while the writer committed");
+    assert!(
+        overlapped >= 50,
+        "only {overlapped} readers ran while the writer committed"
+    );
     done.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    println!("{overlapped} readers overlapped commits; writer committed {}", commits.load(Ordering::Relaxed));
+    println!(
+        "{overlapped} readers overlapped commits; writer committed {}",
+        commits.load(Ordering::Relaxed)
+    );
 }
 
 #[test]
@@ -254,5 +275,9 @@ fn long_update_transaction_commits_against_a_storm_of_short_ones() {
     // gate before can still win once each.
     assert!(worst <= 32, "the long transaction needed {worst} attempts");
     let total: u64 = vars.iter().map(TVar::load).sum();
-    assert_eq!(total, short.load(Ordering::Relaxed) as u64 + 5 * VARS as u64, "lost update");
+    assert_eq!(
+        total,
+        short.load(Ordering::Relaxed) as u64 + 5 * VARS as u64,
+        "lost update"
+    );
 }

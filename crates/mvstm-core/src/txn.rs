@@ -157,7 +157,8 @@ impl Txn {
     ) -> StmResult<&'static Version<T>> {
         let may_extend =
             !self.writes.is_empty() || self.update_hint || self.reads.len() <= EXTEND_READS_MAX;
-        if !(may_extend && self.extend()) && !self.writes.is_empty() {
+        let extended = may_extend && self.extend();
+        if !extended && !self.writes.is_empty() {
             // Something we read changed and we already wrote: this attempt cannot commit.
             self.doomed = true;
             return Err(StmError::conflict());
