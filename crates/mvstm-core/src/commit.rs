@@ -25,7 +25,7 @@
 use crate::clock::CLOCK;
 use crate::contention;
 use crate::hooks::Veto;
-use crate::lock::LockWord;
+use crate::lock::{LockWord, VarLock};
 use crate::parking;
 use crate::reclaim;
 use crate::sync::spin_hint;
@@ -64,14 +64,7 @@ impl Txn {
     }
 
     fn commit_plain(&mut self) -> Result<(), CommitError> {
-        self.locked.clear();
-        self.locked.extend(
-            self.writes
-                .entries()
-                .iter()
-                .map(|e| (e.header, LockWord::unlocked(0), true)),
-        );
-        self.lock_all()?;
+        self.lock_writes()?;
         let wv = CLOCK.reserve();
         if wv != self.rv + 1 && !self.reads_valid() {
             self.unlock_unchanged();
@@ -83,21 +76,18 @@ impl Txn {
     }
 
     fn commit_with_hooks(&mut self) -> Result<(), CommitError> {
-        self.locked.clear();
-        self.locked.extend(
-            self.writes
-                .entries()
-                .iter()
-                .map(|e| (e.header, LockWord::unlocked(0), true)),
-        );
+        // The variables only read, in address order, locked in one merged order with the
+        // writes so that two committers never wait on each other in a cycle.
+        self.read_locks.clear();
         for r in &self.reads {
             if self.writes.find_sorted(r.header).is_none() {
-                self.locked.push((r.header, LockWord::unlocked(0), false));
+                self.read_locks.push((r.header, LockWord::unlocked(0)));
             }
         }
-        self.locked.sort_unstable_by_key(|l| l.0.as_ptr() as usize);
-        self.locked.dedup_by_key(|l| l.0);
-        self.lock_all()?;
+        self.read_locks
+            .sort_unstable_by_key(|l| l.0.as_ptr() as usize);
+        self.read_locks.dedup_by_key(|l| l.0);
+        self.lock_merged()?;
         if !self.reads_valid() {
             self.unlock_unchanged();
             return Err(CommitError::Conflict);
@@ -111,28 +101,48 @@ impl Txn {
         Ok(())
     }
 
-    /// Lock every entry of `self.locked` in order, recording the word each had.
-    fn lock_all(&mut self) -> Result<(), CommitError> {
-        for i in 0..self.locked.len() {
+    /// Lock the write set in address order (it is sorted), recording each prior word.
+    fn lock_writes(&mut self) -> Result<(), CommitError> {
+        let owner = self.owner;
+        for i in 0..self.writes.len() {
+            let entry = &mut self.writes.entries_mut()[i];
             // SAFETY: logged headers are live while the attempt is pinned.
-            let lock = unsafe { &self.locked[i].0.as_ref().lock };
-            let mut spins = 0;
-            loop {
-                let word = lock.load();
-                if !word.is_locked() {
-                    if lock.try_lock_from_unlocked(word, self.owner) {
-                        self.locked[i].1 = word;
-                        break;
-                    }
-                    continue;
-                }
-                if spins == LOCK_SPINS {
-                    self.locked.truncate(i);
-                    self.unlock_unchanged();
+            match lock_one(unsafe { &entry.header.as_ref().lock }, owner) {
+                Some(before) => entry.before = before,
+                None => {
+                    self.unlock_writes(i);
                     return Err(CommitError::Conflict);
                 }
-                spins += 1;
-                spin_hint();
+            }
+        }
+        Ok(())
+    }
+
+    /// Lock the write set and `read_locks` together, in one address order.
+    fn lock_merged(&mut self) -> Result<(), CommitError> {
+        let owner = self.owner;
+        let (mut w, mut r) = (0, 0);
+        while w < self.writes.len() || r < self.read_locks.len() {
+            let take_write = r == self.read_locks.len()
+                || (w < self.writes.len()
+                    && self.writes.entries()[w].header.as_ptr() < self.read_locks[r].0.as_ptr());
+            let header = if take_write {
+                self.writes.entries()[w].header
+            } else {
+                self.read_locks[r].0
+            };
+            // SAFETY: logged headers are live while the attempt is pinned.
+            let Some(before) = lock_one(unsafe { &header.as_ref().lock }, owner) else {
+                self.unlock_writes(w);
+                self.unlock_reads(r);
+                return Err(CommitError::Conflict);
+            };
+            if take_write {
+                self.writes.entries_mut()[w].before = before;
+                w += 1;
+            } else {
+                self.read_locks[r].1 = before;
+                r += 1;
             }
         }
         Ok(())
@@ -152,20 +162,43 @@ impl Txn {
                 return false;
             }
             // Locked by us: compare with the word it had when we locked it.
-            let key = r.header.as_ptr() as usize;
-            self.locked
-                .binary_search_by_key(&key, |l| l.0.as_ptr() as usize)
-                .is_ok_and(|i| self.locked[i].1 == expected)
+            let before = match self.writes.find_sorted(r.header) {
+                Some(i) => self.writes.entries()[i].before,
+                None => {
+                    let key = r.header.as_ptr() as usize;
+                    match self
+                        .read_locks
+                        .binary_search_by_key(&key, |l| l.0.as_ptr() as usize)
+                    {
+                        Ok(i) => self.read_locks[i].1,
+                        Err(_) => return false,
+                    }
+                }
+            };
+            before == expected
         })
     }
 
-    /// Release every lock in `self.locked` without changing its variable.
-    fn unlock_unchanged(&mut self) {
-        for &(header, before, _) in &self.locked {
+    /// Release the first `n` write locks without changing their variables.
+    fn unlock_writes(&self, n: usize) {
+        for e in &self.writes.entries()[..n] {
+            e.header().lock.unlock_unchanged(e.before);
+        }
+    }
+
+    /// Release the first `n` read locks.
+    fn unlock_reads(&mut self, n: usize) {
+        for &(header, before) in &self.read_locks[..n] {
             // SAFETY: logged headers are live while the attempt is pinned.
             unsafe { header.as_ref() }.lock.unlock_unchanged(before);
         }
-        self.locked.clear();
+        self.read_locks.clear();
+    }
+
+    /// Release every lock without changing any variable.
+    fn unlock_unchanged(&mut self) {
+        self.unlock_writes(self.writes.len());
+        self.unlock_reads(self.read_locks.len());
     }
 
     /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
@@ -179,22 +212,40 @@ impl Txn {
             // owned by the log, and we are pinned. Ownership moves to the TVar.
             unsafe { (e.header().ops.publish)(e.header, e.node, wv, guard) };
         }
-        self.writes.clear_published();
         CLOCK.publish_in_order(wv);
-        for &(header, before, written) in &self.locked {
-            // SAFETY: logged headers are live while the attempt is pinned.
-            let h = unsafe { header.as_ref() };
-            if written {
-                h.lock.unlock_published(wv);
-                parking::wake_if_waited(h);
-            } else {
-                h.lock.unlock_unchanged(before);
-            }
+        for e in self.writes.entries() {
+            let h = e.header();
+            h.lock.unlock_published(wv);
+            parking::wake_if_waited(h);
         }
-        self.locked.clear();
         self.commits = self.commits.wrapping_add(1);
         if self.commits % reclaim::HORIZON_EVERY == 0 {
             reclaim::advance_horizon(guard);
         }
+        self.writes.clear_published();
+        if !self.read_locks.is_empty() {
+            self.unlock_reads(self.read_locks.len());
+        }
+    }
+}
+
+/// Lock one variable for `owner`, spinning briefly while another committer holds it; returns the
+/// word it had, or `None` to give up with a conflict.
+#[inline]
+fn lock_one(lock: &VarLock, owner: u64) -> Option<LockWord> {
+    let mut spins = 0;
+    loop {
+        let word = lock.load();
+        if !word.is_locked() {
+            if lock.try_lock_from_unlocked(word, owner) {
+                return Some(word);
+            }
+            continue;
+        }
+        if spins == LOCK_SPINS {
+            return None;
+        }
+        spins += 1;
+        spin_hint();
     }
 }

@@ -8,6 +8,7 @@
 //! *shadow* entry instead; rolling the branch back truncates the log. Lookups find the newest
 //! entry, and commit keeps only the newest entry of each variable.
 
+use crate::lock::LockWord;
 use crate::tvar::Header;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ pub(crate) struct ReadEntry {
 pub(crate) struct WriteEntry {
     pub(crate) header: NonNull<Header>,
     pub(crate) node: NonNull<()>,
+    /// The lock word the commit found before it locked the variable.
+    pub(crate) before: LockWord,
 }
 
 impl WriteEntry {
@@ -62,6 +65,10 @@ impl WriteLog {
         &self.entries
     }
 
+    pub(crate) fn entries_mut(&mut self) -> &mut [WriteEntry] {
+        &mut self.entries
+    }
+
     /// The newest entry for `header`.
     #[inline]
     pub(crate) fn find(&self, header: NonNull<Header>) -> Option<usize> {
@@ -79,7 +86,11 @@ impl WriteLog {
 
     pub(crate) fn push(&mut self, header: NonNull<Header>, node: NonNull<()>, shadows: bool) {
         self.shadowed |= shadows;
-        self.entries.push(WriteEntry { header, node });
+        self.entries.push(WriteEntry {
+            header,
+            node,
+            before: LockWord::unlocked(0),
+        });
         let len = self.entries.len();
         if len > INDEX_ABOVE {
             if len == INDEX_ABOVE + 1 {
@@ -130,9 +141,13 @@ impl WriteLog {
             self.entries = kept;
             self.shadowed = false;
         }
-        self.entries
-            .sort_unstable_by_key(|e| e.header.as_ptr() as usize);
-        self.index.clear();
+        if self.entries.len() > 1 {
+            self.entries
+                .sort_unstable_by_key(|e| e.header.as_ptr() as usize);
+        }
+        if !self.index.is_empty() {
+            self.index.clear();
+        }
     }
 
     /// Position of `header` in a log sorted by `prepare_commit`.
@@ -145,7 +160,9 @@ impl WriteLog {
     /// Forget every entry after its node was published (ownership moved to the TVar).
     pub(crate) fn clear_published(&mut self) {
         self.entries.clear();
-        self.index.clear();
+        if !self.index.is_empty() {
+            self.index.clear();
+        }
         self.branch_base = 0;
         self.shadowed = false;
     }

@@ -51,8 +51,8 @@ pub struct Txn {
     pub(crate) guard: Option<Guard>,
     pub(crate) reads: SmallVec<[ReadEntry; 16]>,
     pub(crate) writes: WriteLog,
-    /// Lock words seen just before the commit locked them, sorted like the lock set.
-    pub(crate) locked: SmallVec<[(NonNull<Header>, LockWord, bool); 16]>,
+    /// Variables only read that a commit with `on_commit` hooks locked, with their prior words.
+    pub(crate) read_locks: SmallVec<[(NonNull<Header>, LockWord); 8]>,
     pub(crate) hooks: Hooks,
     pub(crate) wait: WaitSpec,
     /// Whether `wait` may hold something (a retry variant ran this attempt).
@@ -82,7 +82,7 @@ impl Txn {
             guard: None,
             reads: SmallVec::new(),
             writes: WriteLog::default(),
-            locked: SmallVec::new(),
+            read_locks: SmallVec::new(),
             hooks: Hooks::default(),
             wait: WaitSpec::default(),
             wait_used: false,
