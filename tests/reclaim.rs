@@ -71,10 +71,24 @@ fn old_versions_are_reclaimed_and_values_dropped_exactly_once() {
         "at most {max} values alive during {} overwrites",
         2 * WRITES
     );
-    // Bounded: a small multiple of what the epochs hold back, not the number of writes.
+    // Bounded by what the epochs hold back, not by the number of writes. A writer descheduled
+    // while pinned holds the epoch for a whole time slice, so the bound is generous; a broken
+    // reclamation keeps nearly every value.
     assert!(
-        max < 5_000,
+        max < WRITES / 2,
         "{max} values alive: old versions are not reclaimed"
+    );
+    // Once the writers stop, more commits cut the chain down to what the design keeps: the
+    // versions newer than the horizon (which trails by a few times 64 commits of this thread)
+    // plus at most one trim period (32 writes).
+    let trimmed = churn_until(|| {
+        atomically(|tx| tx.write(&var, Counted::new(&live)));
+        live.load(Ordering::SeqCst) <= 256
+    });
+    assert!(
+        trimmed,
+        "{} values alive on a quiet chain",
+        live.load(Ordering::SeqCst)
     );
     drop(var);
     assert!(

@@ -66,6 +66,7 @@ impl Txn {
     fn commit_plain(&mut self) -> Result<(), CommitError> {
         self.lock_writes()?;
         let wv = CLOCK.reserve();
+        self.check_waiters();
         if wv != self.rv + 1 && !self.reads_valid() {
             self.unlock_unchanged();
             CLOCK.publish_in_order(wv);
@@ -97,8 +98,20 @@ impl Txn {
             return Err(CommitError::Veto(veto));
         }
         let wv = CLOCK.reserve();
+        self.check_waiters();
         self.publish(wv);
         Ok(())
+    }
+
+    /// Note which written variables have retry waiters. Runs after `reserve` (a `SeqCst` RMW
+    /// after every lock CAS): a waiter that registers later finds the variable locked or
+    /// already changed (`parking.rs`).
+    #[inline]
+    fn check_waiters(&mut self) {
+        for e in self.writes.entries_mut() {
+            // SAFETY: logged headers are live while the attempt is pinned.
+            e.wake = parking::has_waiters(unsafe { e.header.as_ref() });
+        }
     }
 
     /// Lock the write set in address order (it is sorted), recording each prior word.
@@ -214,9 +227,10 @@ impl Txn {
         }
         CLOCK.publish_in_order(wv);
         for e in self.writes.entries() {
-            let h = e.header();
-            h.lock.unlock_published(wv);
-            parking::wake_if_waited(h);
+            e.header().lock.unlock_published(wv);
+            if e.wake {
+                parking::wake(e.header());
+            }
         }
         self.commits = self.commits.wrapping_add(1);
         if self.commits % reclaim::HORIZON_EVERY == 0 {

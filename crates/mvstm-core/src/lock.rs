@@ -77,12 +77,13 @@ impl VarLock {
 
     /// Unlock a word we locked after publishing a version stamped `stamp`.
     ///
-    /// `SeqCst` swap: the writer then loads the TVar's waiter count; a waiter increments that
-    /// count, then loads this word. With both sides `SeqCst`, one of them sees the other, so a
-    /// wake-up is never lost. Release also publishes the new head to validators.
+    /// Release: publishes the new head to validators and to the next locker (whose CAS
+    /// continues this store's release sequence, which `parking.rs` relies on). No `SeqCst`
+    /// is needed here: the writer checked for retry waiters right after taking its stamp,
+    /// while it held this lock (see `parking.rs`).
     #[inline]
     pub(crate) fn unlock_published(&self, stamp: u64) {
-        self.0.swap(LockWord::unlocked(stamp).0, Ordering::SeqCst);
+        self.0.store(LockWord::unlocked(stamp).0, Ordering::Release);
     }
 
     /// Unlock a word we locked without changing the TVar: restore what it was.

@@ -27,6 +27,8 @@ pub(crate) struct WriteEntry {
     pub(crate) node: NonNull<()>,
     /// The lock word the commit found before it locked the variable.
     pub(crate) before: LockWord,
+    /// Whether retry waiters were registered when the commit checked (after its stamp).
+    pub(crate) wake: bool,
 }
 
 impl WriteEntry {
@@ -90,6 +92,7 @@ impl WriteLog {
             header,
             node,
             before: LockWord::unlocked(0),
+            wake: false,
         });
         let len = self.entries.len();
         if len > INDEX_ABOVE {

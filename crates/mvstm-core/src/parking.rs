@@ -1,18 +1,25 @@
 //! Blocking in `retry` without losing a wake-up.
 //!
 //! A retrying thread registers itself on every variable it waits on *before* it checks whether
-//! they changed, and a committing writer checks for waiters *after* it unlocks with the new
-//! stamp:
+//! they changed. A committing writer checks for waiters while it holds its locks, right after
+//! taking its stamp (a `SeqCst` read-modify-write that follows every lock CAS), and wakes them
+//! after it unlocks:
 //!
 //! ```text
 //! waiter:  insert in wait table; waiters.fetch_add (SeqCst); load lock word (SeqCst); park
-//! writer:  lock word swap to unlocked(wv) (SeqCst); load waiters (SeqCst); unpark matches
+//! writer:  lock (SeqCst CAS); take stamp (SeqCst); load waiters (SeqCst); publish; unlock; unpark
 //! ```
 //!
-//! In the single total order of `SeqCst` operations, either the waiter's load sees the new stamp
-//! (it does not park) or the writer's load sees the registration (it unparks the waiter; an
-//! unpark that comes before the park makes the park return at once). This is the
-//! register-then-revalidate order whose absence lost wake-ups in CCSTM (PITFALLS 4).
+//! In the single total order of `SeqCst` operations, either the writer's waiter load comes after
+//! the registration (it wakes the waiter; an unpark that comes before the park makes the park
+//! return at once), or it comes before, and then so does the writer's lock CAS: the waiter finds
+//! the variable locked, or already unlocked with the new stamp. A variable found changed ends the
+//! wait. A variable found locked but unchanged may belong to a writer that missed the
+//! registration, so the waiter then parks with a short timeout and looks again: a lock is held
+//! only while a commit runs. A locked word is judged by the head version's stamp: the locker's
+//! CAS continues the release sequence of the previous unlock, so that unlock's head is visible.
+//! This is the register-then-revalidate order whose absence lost wake-ups in CCSTM (PITFALLS 4),
+//! without a full fence on the writer's unlock.
 //!
 //! Waiters live in a global table of mutex-protected shards keyed by the variable's address, so
 //! a TVar carries only a counter, and a writer of a variable nobody waits on pays one load. A
@@ -31,6 +38,10 @@ use std::time::{Duration, Instant};
 
 const SHARDS: usize = 64;
 
+/// First and longest nap of a waiter that found a waited variable locked.
+const POLL_START: Duration = Duration::from_micros(20);
+const POLL_MAX: Duration = Duration::from_millis(1);
+
 struct Entry {
     addr: usize,
     thread: Thread,
@@ -45,17 +56,18 @@ fn shard(addr: usize) -> &'static Mutex<Vec<Entry>> {
     &TABLE[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) % SHARDS]
 }
 
-/// Wake the threads waiting on `header`; called by a writer right after it unlocked it.
+/// Whether retry waiters are registered on `header`; a writer asks while it holds the lock,
+/// after taking its stamp.
 #[inline]
-pub(crate) fn wake_if_waited(header: &Header) {
+pub(crate) fn has_waiters(header: &Header) -> bool {
     // SeqCst: see the module docs.
-    if header.waiters.load(Ordering::SeqCst) != 0 {
-        wake(header as *const Header as usize);
-    }
+    header.waiters.load(Ordering::SeqCst) != 0
 }
 
+/// Wake the threads waiting on `header`; called by a writer after it unlocked it.
 #[cold]
-fn wake(addr: usize) {
+pub(crate) fn wake(header: &Header) {
+    let addr = header as *const Header as usize;
     for e in shard(addr).lock().iter().filter(|e| e.addr == addr) {
         e.thread.unpark();
     }
@@ -95,22 +107,34 @@ struct Watched {
     stamp: u64,
 }
 
+/// What a look at a waited variable found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Changed,
+    Unchanged,
+    /// Unchanged, but locked by a committer that may have missed our registration.
+    LockedUnchanged,
+}
+
 impl Watched {
-    /// The stamp of the variable's newest version.
-    fn current(&self) -> u64 {
-        // SeqCst load: the Dekker argument of the module docs.
+    /// The stamp of the variable's newest version, and whether it is locked.
+    fn current(&self) -> (u64, bool) {
+        // SeqCst load: the argument of the module docs.
         let word = self.var.header().lock.load();
         if !word.is_locked() {
-            return word.stamp();
+            return (word.stamp(), false);
         }
         // Locked by a committer: its lock CAS read the last unlock (a release sequence), so the
-        // head we load now is at least the version that unlock published. A commit still in
-        // flight will wake us when it unlocks.
-        self.var.head_stamp()
+        // head we load now is at least the version that unlock published.
+        (self.var.head_stamp(), true)
     }
 
-    fn changed(&self) -> bool {
-        self.current() != self.stamp
+    fn look(&self) -> Seen {
+        match self.current() {
+            (stamp, _) if stamp != self.stamp => Seen::Changed,
+            (_, true) => Seen::LockedUnchanged,
+            (_, false) => Seen::Unchanged,
+        }
     }
 }
 
@@ -214,40 +238,74 @@ impl Wait {
     pub(crate) fn block(mut self) -> Duration {
         let start = Instant::now();
         let deadline = self.timeout.map(|t| start + t);
-        while !self.gone && !self.satisfied() {
-            match deadline {
-                Some(deadline) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    std::thread::park_timeout(deadline - now);
-                }
-                None => std::thread::park(),
+        let mut poll = POLL_START;
+        loop {
+            if self.gone {
+                break;
+            }
+            let (satisfied, locked) = self.check();
+            if satisfied {
+                break;
+            }
+            // A locked, unchanged variable may be committed by a writer that missed our
+            // registration: look again soon instead of waiting for a wake-up.
+            let nap = if locked {
+                let nap = poll;
+                poll = (poll * 2).min(POLL_MAX);
+                Some(nap)
+            } else {
+                poll = POLL_START;
+                None
+            };
+            let now = Instant::now();
+            let until_deadline = match deadline {
+                Some(d) if now >= d => break,
+                Some(d) => Some(d - now),
+                None => None,
+            };
+            match (nap, until_deadline) {
+                (Some(a), Some(b)) => std::thread::park_timeout(a.min(b)),
+                (Some(t), None) | (None, Some(t)) => std::thread::park_timeout(t),
+                (None, None) => std::thread::park(),
             }
         }
         start.elapsed()
     }
 
-    fn satisfied(&mut self) -> bool {
-        if self.any.iter().any(Watched::changed) {
-            return true;
+    /// Whether a condition holds, and whether some unchanged variable was locked.
+    fn check(&mut self) -> (bool, bool) {
+        let mut locked = false;
+        let mut look = |w: &Watched| {
+            let seen = w.look();
+            locked |= seen == Seen::LockedUnchanged;
+            seen == Seen::Changed
+        };
+        if self.any.iter().any(&mut look) {
+            return (true, false);
         }
-        if self.all.iter().any(|g| g.iter().all(Watched::changed)) {
-            return true;
+        // `all`: every variable of a group changed. Look at each, for the lock flag.
+        for group in &self.all {
+            let changed = group.iter().filter(|w| look(w)).count();
+            if changed == group.len() {
+                return (true, false);
+            }
         }
         for (group, predicate) in &mut self.until {
-            if group.iter().any(Watched::changed) {
+            let mut changed = false;
+            for w in group.iter() {
+                changed |= look(w);
+            }
+            if changed {
                 if crate::runtime::evaluate_predicate(predicate) {
-                    return true;
+                    return (true, false);
                 }
                 // Not yet: wait for the next change from here.
                 for w in group.iter_mut() {
-                    w.stamp = w.current();
+                    w.stamp = w.current().0;
                 }
             }
         }
-        false
+        (false, locked)
     }
 }
 
