@@ -16,6 +16,7 @@ use crate::txn::Txn;
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::ptr::{self, NonNull};
 use std::time::Duration;
 
 thread_local! {
@@ -23,8 +24,12 @@ thread_local! {
     static IN_TXN: Cell<bool> = const { Cell::new(false) };
     /// This thread's owner id (0 = not assigned yet).
     static OWNER: Cell<u64> = const { Cell::new(0) };
-    /// The cached transaction object of this thread.
-    static CACHE: Cell<Option<Box<Txn>>> = const { Cell::new(None) };
+    /// The cached transaction object of this thread, or null. A plain pointer with no
+    /// destructor keeps the access on the fast path a single thread-local load; `CACHE_FREE`
+    /// frees it when the thread exits.
+    static CACHE: Cell<*mut Txn> = const { Cell::new(ptr::null_mut()) };
+    /// Registered on the first allocation of a cached `Txn`; frees it at thread exit.
+    static CACHE_FREE: CacheFree = const { CacheFree };
 }
 
 #[inline]
@@ -37,6 +42,19 @@ fn owner_id() -> u64 {
         }
         o.get()
     })
+}
+
+struct CacheFree;
+
+impl Drop for CacheFree {
+    fn drop(&mut self) {
+        let cached = CACHE.with(|c| c.replace(ptr::null_mut()));
+        if !cached.is_null() {
+            // SAFETY: a non-null `CACHE` is a `Box<Txn>` leaked by `Cached::drop`, owned by
+            // the cache alone.
+            drop(unsafe { Box::from_raw(cached) });
+        }
+    }
 }
 
 /// Marks this thread as inside a transaction until dropped, also when unwinding.
@@ -57,18 +75,34 @@ impl Drop for InTxn {
     }
 }
 
-/// The thread's cached `Txn`, put back when the `atomically` call ends.
-struct Cached(Option<Box<Txn>>);
+/// The thread's cached `Txn`, owned for the duration of one `atomically` call and put back
+/// when it ends (if `cacheable`: the thread-exit destructor is registered).
+struct Cached {
+    tx: NonNull<Txn>,
+    cacheable: bool,
+}
 
 impl Cached {
     #[inline]
     fn take() -> Cached {
-        let tx = CACHE
-            .try_with(Cell::take)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| Box::new(Txn::new(owner_id())));
-        Cached(Some(tx))
+        let cached = CACHE.with(|c| c.replace(ptr::null_mut()));
+        match NonNull::new(cached) {
+            Some(tx) => Cached {
+                tx,
+                cacheable: true,
+            },
+            None => Cached::new_slow(),
+        }
+    }
+
+    /// First call on this thread, or a call nested in a hook while the cached one is in use.
+    #[cold]
+    fn new_slow() -> Cached {
+        // Register the destructor that frees the cache at thread exit. If the thread is already
+        // tearing down its thread-locals, the `Txn` is not cached but freed by `Cached::drop`.
+        let cacheable = CACHE_FREE.try_with(|_| ()).is_ok();
+        let tx = NonNull::from(Box::leak(Box::new(Txn::new(owner_id()))));
+        Cached { tx, cacheable }
     }
 }
 
@@ -76,28 +110,37 @@ impl std::ops::Deref for Cached {
     type Target = Txn;
     #[inline]
     fn deref(&self) -> &Txn {
-        self.0.as_ref().expect("present until dropped")
+        // SAFETY: `Cached` owns the boxed `Txn` until it drops.
+        unsafe { self.tx.as_ref() }
     }
 }
 
 impl std::ops::DerefMut for Cached {
     #[inline]
     fn deref_mut(&mut self) -> &mut Txn {
-        self.0.as_mut().expect("present until dropped")
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { self.tx.as_mut() }
     }
 }
 
 impl Drop for Cached {
     #[inline]
     fn drop(&mut self) {
-        if let Some(mut tx) = self.0.take() {
-            tx.reset_call();
-            // A nested call (from a hook) may have refilled the cache: keep one, drop the other.
-            let _ = CACHE.try_with(|c| {
-                if let Some(other) = c.replace(Some(tx)) {
-                    c.set(Some(other));
+        self.reset_call();
+        let tx = self.tx.as_ptr();
+        // Put it back unless a nested call (from a hook) refilled the cache meanwhile, or the
+        // thread-exit destructor could not be registered: then free it here.
+        let stored = self.cacheable
+            && CACHE.with(|c| {
+                let empty = c.get().is_null();
+                if empty {
+                    c.set(tx);
                 }
+                empty
             });
+        if !stored {
+            // SAFETY: we own the box and did not hand it to the cache.
+            drop(unsafe { Box::from_raw(tx) });
         }
     }
 }
@@ -293,11 +336,14 @@ impl Txn {
         hooks::run_on_abort(on_abort, cause);
     }
 
-    /// Reset what belongs to one `atomically` call (the attempt state is normally clear already;
-    /// clearing again is cheap and keeps a cached `Txn` from staying pinned after a surprise).
+    /// Reset what belongs to one `atomically` call. Every normal way out of `run` commits or
+    /// abandons, which clears the attempt; a panic from elsewhere (a hook, a predicate) might
+    /// not, so clear again then, lest a cached `Txn` stay pinned.
     #[inline]
     fn reset_call(&mut self) {
-        self.clear_attempt();
+        if std::thread::panicking() {
+            self.clear_attempt();
+        }
         if !self.hooks.is_empty() {
             self.hooks.clear();
         }

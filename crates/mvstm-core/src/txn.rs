@@ -123,6 +123,28 @@ impl Txn {
     /// ```
     #[inline]
     pub fn read<T: Clone + Send + Sync + 'static>(&mut self, var: &TVar<T>) -> StmResult<T> {
+        // Fast path: nothing buffered, and the newest version is in the snapshot.
+        if self.writes.is_empty() && !self.doomed {
+            // SAFETY: pinned for the attempt; a head is never null.
+            let head = unsafe {
+                var.inner()
+                    .head
+                    .load(Ordering::Acquire, self.pinned())
+                    .deref()
+            };
+            if head.stamp <= self.rv {
+                self.reads.push(ReadEntry {
+                    header: var.header(),
+                    stamp: head.stamp,
+                });
+                return Ok(head.value.clone());
+            }
+        }
+        self.read_general(var)
+    }
+
+    /// Every case of `read`: buffered writes, doomed attempts, versions newer than the snapshot.
+    fn read_general<T: Clone + Send + Sync + 'static>(&mut self, var: &TVar<T>) -> StmResult<T> {
         if self.doomed {
             return Err(StmError::conflict());
         }

@@ -1,0 +1,223 @@
+//! User aborts: `Txn::abort` and `try_on_commit` vetoes under `try_atomically` (error returned,
+//! writes discarded, `on_abort(Abort)` run) and under plain `atomically` (a clear panic), plus
+//! the panic for an abort whose error type does not match `try_atomically::<T, E>`.
+
+use mvstm::{atomically, try_atomically, AbortCause, StmResult, TVar};
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+#[derive(Debug, PartialEq)]
+struct Insufficient {
+    wanted: i64,
+    had: i64,
+}
+
+fn message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+/// Update `v` from another thread; fails the test if that cannot commit in time.
+fn update_elsewhere(v: &TVar<i64>, value: i64) {
+    let (tx, rx) = mpsc::channel();
+    let v = v.clone();
+    thread::spawn(move || {
+        atomically(|t| t.write(&v, value));
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("a lock was left held");
+}
+
+#[test]
+fn abort_returns_the_error_discards_writes_and_runs_on_abort() {
+    let (a, b) = (TVar::new(100i64), TVar::new(0i64));
+    let causes = Rc::new(RefCell::new(Vec::new()));
+    let r: Result<(), Insufficient> = try_atomically(|tx| {
+        let c = causes.clone();
+        tx.on_abort(move |cause| c.borrow_mut().push(cause));
+        tx.write(&b, 1_000)?;
+        let had = tx.read(&a)?;
+        tx.write(&a, had - 1)?;
+        if had < 500 {
+            return tx.abort(Insufficient { wanted: 500, had });
+        }
+        Ok(())
+    });
+    assert_eq!(
+        r,
+        Err(Insufficient {
+            wanted: 500,
+            had: 100
+        })
+    );
+    assert_eq!(
+        (a.load(), b.load()),
+        (100, 0),
+        "an aborted transaction published writes"
+    );
+    assert_eq!(*causes.borrow(), vec![AbortCause::Abort]);
+
+    update_elsewhere(&a, 1);
+    update_elsewhere(&b, 2);
+    assert_eq!((a.load(), b.load()), (1, 2));
+}
+
+#[test]
+fn abort_does_not_rerun_the_body() {
+    let v = TVar::new(0i64);
+    let mut runs = 0;
+    let r = try_atomically::<(), &str>(|tx| {
+        runs += 1;
+        tx.read(&v)?;
+        tx.abort("stop")
+    });
+    assert_eq!(r, Err("stop"));
+    assert_eq!(runs, 1);
+}
+
+#[test]
+fn try_atomically_returns_ok_without_abort() {
+    let v = TVar::new(10i64);
+    let r = try_atomically::<i64, String>(|tx| {
+        tx.modify(&v, |x| x * 2)?;
+        tx.read(&v)
+    });
+    assert_eq!(r, Ok(20));
+    assert_eq!(v.load(), 20);
+}
+
+#[test]
+fn abort_from_a_helper_propagates_with_question_mark() {
+    fn check(tx: &mut mvstm::Txn, v: &TVar<i64>) -> StmResult<i64> {
+        let x = tx.read(v)?;
+        if x < 0 {
+            return tx.abort(format!("negative: {x}"));
+        }
+        Ok(x)
+    }
+    let v = TVar::new(-3i64);
+    let r: Result<i64, String> = try_atomically(|tx| {
+        tx.write(&v, -4)?;
+        let x = check(tx, &v)?;
+        tx.write(&v, 0)?;
+        Ok(x)
+    });
+    assert_eq!(r, Err("negative: -4".to_string()));
+    assert_eq!(v.load(), -3);
+}
+
+#[test]
+fn abort_inside_plain_atomically_panics_naming_try_atomically() {
+    let v = TVar::new(1i64);
+    let causes = Rc::new(RefCell::new(Vec::new()));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| -> StmResult<()> {
+            let c = causes.clone();
+            tx.on_abort(move |cause| c.borrow_mut().push(cause));
+            tx.write(&v, 2)?;
+            tx.abort("no way to return this")
+        })
+    }));
+    let p = r.expect_err("an abort inside plain atomically must panic");
+    let msg = message(&*p);
+    assert!(
+        msg.contains("try_atomically"),
+        "the message should name try_atomically: {msg}"
+    );
+    assert_eq!(v.load(), 1, "the aborted writes were published");
+    assert_eq!(*causes.borrow(), vec![AbortCause::Abort]);
+    update_elsewhere(&v, 3);
+    assert_eq!(v.load(), 3);
+}
+
+#[test]
+fn abort_of_another_error_type_panics_clearly() {
+    #[derive(Debug)]
+    struct Expected;
+    #[derive(Debug)]
+    struct Other;
+    let v = TVar::new(1i64);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        try_atomically::<(), Expected>(|tx| {
+            tx.write(&v, 2)?;
+            tx.abort(Other)
+        })
+    }));
+    let p = r.expect_err("an abort with an error of another type must panic");
+    let msg = message(&*p);
+    assert!(msg.contains("try_atomically"), "{msg}");
+    assert!(
+        msg.contains("Expected"),
+        "the message should name the expected type: {msg}"
+    );
+    assert_eq!(v.load(), 1);
+}
+
+#[test]
+fn veto_of_another_error_type_panics_clearly() {
+    let v = TVar::new(1i64);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        try_atomically::<(), String>(|tx| {
+            tx.write(&v, 2)?;
+            tx.try_on_commit(|| Err::<(), u8>(7));
+            Ok(())
+        })
+    }));
+    let p = r.expect_err("a veto with an error of another type must panic");
+    assert!(message(&*p).contains("try_atomically"), "{}", message(&*p));
+    assert_eq!(v.load(), 1);
+    update_elsewhere(&v, 4);
+    assert_eq!(v.load(), 4);
+}
+
+#[test]
+fn veto_inside_plain_atomically_panics_naming_try_atomically() {
+    let v = TVar::new(1i64);
+    let causes = Rc::new(RefCell::new(Vec::new()));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            let c = causes.clone();
+            tx.on_abort(move |cause| c.borrow_mut().push(cause));
+            tx.write(&v, 2)?;
+            tx.try_on_commit(|| Err::<(), &str>("refused"));
+            Ok(())
+        })
+    }));
+    let p = r.expect_err("a veto inside plain atomically must panic");
+    let msg = message(&*p);
+    assert!(
+        msg.contains("try_atomically"),
+        "the message should name try_atomically: {msg}"
+    );
+    assert_eq!(v.load(), 1, "a vetoed commit published its write");
+    assert_eq!(*causes.borrow(), vec![AbortCause::Abort]);
+    update_elsewhere(&v, 5);
+    assert_eq!(v.load(), 5);
+}
+
+#[test]
+fn the_thread_is_usable_after_an_abort() {
+    let v = TVar::new(0i64);
+    for i in 0..100 {
+        let r: Result<(), i64> = try_atomically(|tx| {
+            tx.write(&v, i + 1_000)?;
+            tx.abort(i)
+        });
+        assert_eq!(r, Err(i));
+        atomically(|tx| tx.modify(&v, |x| x + 1));
+    }
+    assert_eq!(v.load(), 100);
+    // The attempt counter starts over for every call.
+    assert_eq!(atomically(|tx| Ok(tx.attempt())), 1);
+}

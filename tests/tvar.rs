@@ -1,0 +1,413 @@
+//! `TVar` handles: construction, `load`, clones, `ptr_eq`, `Debug`/`Default`, read-your-writes,
+//! `modify`/`replace`, non-`Copy` values, dropping handles, and that every value is dropped
+//! exactly once (deferred reclamation eventually frees every version).
+
+use mvstm::{atomically, TVar};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+/// Bound on the loops that wait for deferred reclamation to catch up. Reclamation goes through
+/// crossbeam-epoch, which stalls while any thread stays pinned (say, one descheduled on a busy
+/// machine), so the loops also yield now and then.
+const RECLAIM_ROUNDS: usize = 100_000;
+/// Rounds between two short sleeps of the reclamation loops.
+const RECLAIM_YIELD_EVERY: usize = 500;
+
+#[test]
+fn new_and_load() {
+    let v = TVar::new(41u64);
+    assert_eq!(v.load(), 41);
+    atomically(|tx| tx.write(&v, 42));
+    assert_eq!(v.load(), 42);
+}
+
+#[test]
+fn clone_names_the_same_variable() {
+    let a = TVar::new(1i32);
+    let b = a.clone();
+    assert!(a.ptr_eq(&b));
+    assert!(b.ptr_eq(&a));
+    atomically(|tx| tx.write(&b, 2));
+    assert_eq!(a.load(), 2);
+    atomically(|tx| tx.write(&a, 3));
+    assert_eq!(b.load(), 3);
+}
+
+#[test]
+fn ptr_eq_distinguishes_variables_with_equal_values() {
+    let a = TVar::new(7u8);
+    let b = TVar::new(7u8);
+    assert!(a.ptr_eq(&a));
+    assert!(!a.ptr_eq(&b));
+    assert!(!b.ptr_eq(&a));
+    atomically(|tx| tx.write(&a, 8));
+    assert_eq!((a.load(), b.load()), (8, 7));
+}
+
+#[test]
+fn debug_shows_the_committed_value() {
+    let v = TVar::new(12345i32);
+    let shown = format!("{v:?}");
+    assert!(shown.contains("TVar"), "{shown}");
+    assert!(shown.contains("12345"), "{shown}");
+    atomically(|tx| tx.write(&v, 777));
+    let shown = format!("{v:?}");
+    assert!(shown.contains("777") && !shown.contains("12345"), "{shown}");
+
+    let s = TVar::new(String::from("hello"));
+    assert!(format!("{s:?}").contains("\"hello\""));
+}
+
+#[test]
+fn default_holds_the_default_value() {
+    let n: TVar<u32> = TVar::default();
+    let s: TVar<String> = TVar::default();
+    let v: TVar<Vec<u8>> = Default::default();
+    assert_eq!(n.load(), 0);
+    assert_eq!(s.load(), "");
+    assert!(v.load().is_empty());
+    atomically(|tx| tx.write(&n, 5));
+    assert_eq!(n.load(), 5);
+}
+
+#[test]
+fn tvar_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<TVar<u64>>();
+    assert_send_sync::<TVar<String>>();
+    assert_send_sync::<TVar<Vec<String>>>();
+    assert_send_sync::<TVar<Arc<AtomicUsize>>>();
+}
+
+#[test]
+fn read_your_writes() {
+    let v = TVar::new(1i64);
+    let seen = atomically(|tx| {
+        let before = tx.read(&v)?;
+        tx.write(&v, 2)?;
+        let after_first = tx.read(&v)?;
+        tx.write(&v, 3)?;
+        let after_second = tx.read(&v)?;
+        Ok((before, after_first, after_second))
+    });
+    assert_eq!(seen, (1, 2, 3));
+    assert_eq!(v.load(), 3);
+}
+
+#[test]
+fn modify_and_replace() {
+    let v = TVar::new(10i64);
+    atomically(|tx| tx.modify(&v, |x| x * 3));
+    assert_eq!(v.load(), 30);
+
+    let old = atomically(|tx| tx.replace(&v, 99));
+    assert_eq!(old, 30);
+    assert_eq!(v.load(), 99);
+
+    // Several operations in one transaction compose in order.
+    let (first, second) = atomically(|tx| {
+        tx.modify(&v, |x| x + 1)?;
+        let first = tx.replace(&v, 0)?;
+        tx.modify(&v, |x| x - 5)?;
+        let second = tx.replace(&v, 1)?;
+        Ok((first, second))
+    });
+    assert_eq!((first, second), (100, -5));
+    assert_eq!(v.load(), 1);
+}
+
+#[test]
+fn load_inside_a_body_does_not_see_buffered_writes() {
+    let v = TVar::new(String::from("committed"));
+    let (loaded, read) = atomically(|tx| {
+        tx.write(&v, String::from("buffered"))?;
+        Ok((v.load(), tx.read(&v)?))
+    });
+    assert_eq!(loaded, "committed");
+    assert_eq!(read, "buffered");
+    assert_eq!(v.load(), "buffered");
+}
+
+#[test]
+fn non_copy_values() {
+    let s = TVar::new(String::from("a"));
+    let v = TVar::new(vec![1u32, 2, 3]);
+    atomically(|tx| {
+        let mut text = tx.read(&s)?;
+        text.push('b');
+        tx.write(&s, text)?;
+        tx.modify(&v, |mut xs| {
+            xs.push(4);
+            xs
+        })
+    });
+    assert_eq!(s.load(), "ab");
+    assert_eq!(v.load(), vec![1, 2, 3, 4]);
+
+    // `read` hands out a clone: mutating it changes nothing until it is written back.
+    let mut copy = atomically(|tx| tx.read(&v));
+    copy.clear();
+    assert_eq!(v.load(), vec![1, 2, 3, 4]);
+
+    let old = atomically(|tx| tx.replace(&s, String::from("new")));
+    assert_eq!(old, "ab");
+    assert_eq!(s.load(), "new");
+}
+
+#[test]
+fn dropping_a_handle_keeps_the_variable_alive_for_clones() {
+    let original = TVar::new(vec![String::from("x")]);
+    let clone = original.clone();
+    let remote = original.clone();
+    atomically(|tx| tx.write(&original, vec![String::from("y")]));
+    drop(original);
+
+    assert_eq!(clone.load(), vec![String::from("y")]);
+    atomically(|tx| {
+        tx.modify(&clone, |mut v| {
+            v.push(String::from("z"));
+            v
+        })
+    });
+
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        atomically(|tx| {
+            tx.modify(&remote, |mut v| {
+                v.push(String::from("remote"));
+                v
+            })
+        });
+        let seen = remote.load();
+        drop(remote);
+        done_tx.send(seen).unwrap();
+    });
+    let seen = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the other thread finished");
+    assert_eq!(seen, vec!["y", "z", "remote"]);
+    assert_eq!(clone.load(), vec!["y", "z", "remote"]);
+}
+
+/// A value that counts its live instances; `double_drop` records a drop of a dead instance.
+struct Counted {
+    live: Arc<AtomicIsize>,
+    double_drop: Arc<AtomicBool>,
+    id: u64,
+}
+
+impl Counted {
+    fn new(live: &Arc<AtomicIsize>, double_drop: &Arc<AtomicBool>, id: u64) -> Counted {
+        live.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            live: live.clone(),
+            double_drop: double_drop.clone(),
+            id,
+        }
+    }
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        Counted::new(&self.live, &self.double_drop, self.id)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.live.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            self.double_drop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Run transactions on an unrelated variable until `done` holds or the bound is reached; returns
+/// whether `done` held. Each commit pins, and every so often a commit hands the deferred frees to
+/// crossbeam-epoch's global queue and collects what is due.
+fn drive_reclamation(mut done: impl FnMut() -> bool) -> bool {
+    let scratch = TVar::new(0u64);
+    for round in 1..=RECLAIM_ROUNDS {
+        if done() {
+            return true;
+        }
+        atomically(|tx| tx.modify(&scratch, |x| x + 1));
+        if round % RECLAIM_YIELD_EVERY == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    done()
+}
+
+/// Run `f` on a thread that then exits. A thread's exit hands every free it deferred (such as
+/// the free of a TVar whose last handle it dropped) to the global queue, so the tests of
+/// exactly-once dropping do not depend on when a living thread flushes its own deferrals
+/// (`a_dropped_tvar_is_freed_while_its_thread_keeps_committing` tests that separately).
+fn on_exiting_thread(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the helper thread finished");
+    handle.join().expect("the helper thread did not panic");
+}
+
+fn assert_all_dropped(live: &AtomicIsize, double_drop: &AtomicBool, what: &str) {
+    let freed = drive_reclamation(|| live.load(Ordering::SeqCst) == 0);
+    assert!(
+        !double_drop.load(Ordering::SeqCst),
+        "{what}: a value was dropped twice"
+    );
+    assert!(
+        freed,
+        "{what}: {} values still live after driving reclamation",
+        live.load(Ordering::SeqCst)
+    );
+}
+
+#[test]
+fn values_are_dropped_exactly_once() {
+    let live = Arc::new(AtomicIsize::new(0));
+    let double_drop = Arc::new(AtomicBool::new(false));
+    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    let other = v.clone();
+    for i in 1..=5_000u64 {
+        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, i)));
+    }
+    // Reads hand out clones, which the caller drops.
+    for _ in 0..100 {
+        let c = atomically(|tx| tx.read(&v));
+        assert_eq!(c.id, 5_000);
+        let c = v.load();
+        assert_eq!(c.id, 5_000);
+    }
+    // A transaction that writes and then aborts its attempt (panics) drops its pending value.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        atomically(|tx| -> mvstm::StmResult<()> {
+            tx.write(&v, Counted::new(&live, &double_drop, 9_999))?;
+            panic!("discard the pending value")
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(v.load().id, 5_000);
+    assert!(
+        live.load(Ordering::SeqCst) >= 1,
+        "the newest value is still live"
+    );
+
+    drop(v);
+    assert_eq!(
+        other.load().id,
+        5_000,
+        "a remaining clone keeps the variable"
+    );
+    on_exiting_thread(move || drop(other));
+    assert_all_dropped(&live, &double_drop, "after dropping the last handle");
+}
+
+#[test]
+fn old_versions_are_reclaimed_while_the_variable_lives() {
+    let live = Arc::new(AtomicIsize::new(0));
+    let double_drop = Arc::new(AtomicBool::new(false));
+    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    for i in 1..=10_000u64 {
+        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, i)));
+    }
+    // Keep overwriting: old versions are trimmed, so the number of live values comes back down
+    // to a small bound (the versions newer than the reclamation horizon, which trails the clock
+    // by some dozens of commits).
+    let mut next = 10_001u64;
+    let bounded = drive_reclamation(|| {
+        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, next)));
+        next += 1;
+        live.load(Ordering::SeqCst) <= 256
+    });
+    assert!(
+        !double_drop.load(Ordering::SeqCst),
+        "a value was dropped twice"
+    );
+    assert!(
+        bounded,
+        "{} values still live under constant overwrites of one TVar",
+        live.load(Ordering::SeqCst)
+    );
+    assert_eq!(v.load().id, next - 1);
+    on_exiting_thread(move || drop(v));
+    assert_all_dropped(&live, &double_drop, "after dropping the TVar");
+}
+
+#[test]
+fn values_written_by_many_threads_are_dropped_exactly_once() {
+    let live = Arc::new(AtomicIsize::new(0));
+    let double_drop = Arc::new(AtomicBool::new(false));
+    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    let (done_tx, done_rx) = mpsc::channel();
+    for t in 0..2u64 {
+        let (v, live, double_drop, done_tx) = (
+            v.clone(),
+            live.clone(),
+            double_drop.clone(),
+            done_tx.clone(),
+        );
+        thread::spawn(move || {
+            for i in 0..2_000u64 {
+                atomically(|tx| {
+                    let old = tx.read(&v)?;
+                    let id = old.id.max(t * 10_000 + i);
+                    tx.write(&v, Counted::new(&live, &double_drop, id))
+                });
+            }
+            drop(v);
+            done_tx.send(()).unwrap();
+        });
+    }
+    drop(done_tx);
+    for _ in 0..2 {
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("writer thread finished");
+    }
+    on_exiting_thread(move || drop(v));
+    assert_all_dropped(&live, &double_drop, "after dropping the TVar");
+}
+
+#[test]
+fn a_tvar_created_and_dropped_inside_a_body_is_freed() {
+    let live = Arc::new(AtomicIsize::new(0));
+    let double_drop = Arc::new(AtomicBool::new(false));
+    let keep = TVar::new(0u32);
+    {
+        let (live, double_drop, keep) = (live.clone(), double_drop.clone(), keep.clone());
+        on_exiting_thread(move || {
+            for i in 0..200u64 {
+                atomically(|tx| {
+                    let temp = TVar::new(Counted::new(&live, &double_drop, i));
+                    tx.write(&temp, Counted::new(&live, &double_drop, i + 1))?;
+                    let seen = tx.read(&temp)?;
+                    assert_eq!(seen.id, i + 1);
+                    tx.modify(&keep, |x| x + 1)
+                    // `temp` is dropped here, before the commit publishes its write.
+                });
+            }
+        });
+    }
+    assert_eq!(keep.load(), 200);
+    assert_all_dropped(&live, &double_drop, "TVars dropped inside bodies");
+}
+
+#[test]
+fn a_dropped_tvar_is_freed_while_its_thread_keeps_committing() {
+    // A long-lived thread (say, a server worker) writes a TVar, drops it, and goes on running
+    // transactions on other variables. The dropped variable's values must be freed eventually.
+    let live = Arc::new(AtomicIsize::new(0));
+    let double_drop = Arc::new(AtomicBool::new(false));
+    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    for i in 1..=100u64 {
+        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, i)));
+    }
+    drop(v);
+    assert_all_dropped(&live, &double_drop, "after this thread dropped the TVar");
+}
