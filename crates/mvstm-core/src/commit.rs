@@ -116,11 +116,11 @@ impl Txn {
 
     /// Lock the write set in address order (it is sorted), recording each prior word.
     fn lock_writes(&mut self) -> Result<(), CommitError> {
-        let owner = self.owner;
+        let (owner, patient) = (self.owner, self.priority);
         for i in 0..self.writes.len() {
             let entry = &mut self.writes.entries_mut()[i];
             // SAFETY: logged headers are live while the attempt is pinned.
-            match lock_one(unsafe { &entry.header.as_ref().lock }, owner) {
+            match lock_one(unsafe { &entry.header.as_ref().lock }, owner, patient) {
                 Some(before) => entry.before = before,
                 None => {
                     self.unlock_writes(i);
@@ -133,7 +133,7 @@ impl Txn {
 
     /// Lock the write set and `read_locks` together, in one address order.
     fn lock_merged(&mut self) -> Result<(), CommitError> {
-        let owner = self.owner;
+        let (owner, patient) = (self.owner, self.priority);
         let (mut w, mut r) = (0, 0);
         while w < self.writes.len() || r < self.read_locks.len() {
             let take_write = r == self.read_locks.len()
@@ -145,7 +145,7 @@ impl Txn {
                 self.read_locks[r].0
             };
             // SAFETY: logged headers are live while the attempt is pinned.
-            let Some(before) = lock_one(unsafe { &header.as_ref().lock }, owner) else {
+            let Some(before) = lock_one(unsafe { &header.as_ref().lock }, owner, patient) else {
                 self.unlock_writes(w);
                 self.unlock_reads(r);
                 return Err(CommitError::Conflict);
@@ -245,8 +245,14 @@ impl Txn {
 
 /// Lock one variable for `owner`, spinning briefly while another committer holds it; returns the
 /// word it had, or `None` to give up with a conflict.
+///
+/// A `patient` caller holds the priority token and waits as long as it takes: the holder is a
+/// committer that passed the gate before the token was taken, it never waits at the gate while
+/// it holds locks, and the patient caller has no stamp yet that anyone could wait for. Giving up
+/// instead would let one descheduled straggler cost the starving transaction a time slice of
+/// attempts.
 #[inline]
-fn lock_one(lock: &VarLock, owner: u64) -> Option<LockWord> {
+fn lock_one(lock: &VarLock, owner: u64, patient: bool) -> Option<LockWord> {
     let mut spins = 0;
     loop {
         let word = lock.load();
@@ -256,10 +262,13 @@ fn lock_one(lock: &VarLock, owner: u64) -> Option<LockWord> {
             }
             continue;
         }
-        if spins == LOCK_SPINS {
+        if spins < LOCK_SPINS {
+            spins += 1;
+            spin_hint();
+        } else if patient {
+            std::thread::yield_now();
+        } else {
             return None;
         }
-        spins += 1;
-        spin_hint();
     }
 }

@@ -97,6 +97,12 @@ impl Contention {
         }
     }
 
+    /// Whether this call holds the priority token.
+    #[inline]
+    pub(crate) fn holds_priority(&self) -> bool {
+        self.holds_priority
+    }
+
     /// Give the token back (before blocking, running outside hooks or returning).
     #[inline]
     pub(crate) fn release(&mut self) {

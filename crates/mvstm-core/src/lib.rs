@@ -32,6 +32,7 @@
 
 #![warn(missing_docs, unreachable_pub, clippy::undocumented_unsafe_blocks)]
 
+mod alloc;
 mod clock;
 mod commit;
 mod contention;

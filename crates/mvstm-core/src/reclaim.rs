@@ -26,11 +26,12 @@ use crate::clock::CLOCK;
 use crate::sync::{AtomicU64, Ordering};
 use crate::tvar::{Header, Version, VersionPtr};
 use crossbeam_epoch::{Guard, Shared};
+use std::ptr::NonNull;
 
 static HORIZON: AtomicU64 = AtomicU64::new(0);
 
 /// Commits per thread between two horizon advances.
-pub(crate) const HORIZON_EVERY: u32 = 64;
+pub(crate) const HORIZON_EVERY: u32 = 256;
 
 /// Versions a publish looks at below the version it covers, on every write. Enough to cut a
 /// chain whose TVar is written rarely (its old head is usually under the horizon already).
@@ -39,7 +40,7 @@ const QUICK_WALK: usize = 2;
 /// Writes of one TVar between two walks down to the horizon. A hot TVar's chain holds the
 /// versions newer than the horizon plus at most this many; the walk costs `lag / FULL_TRIM_EVERY
 /// + 1` steps per write, amortized.
-const FULL_TRIM_EVERY: u32 = 32;
+const FULL_TRIM_EVERY: u32 = 64;
 
 /// Schedule a horizon advance to the current `visible` stamp.
 pub(crate) fn advance_horizon(guard: &Guard) {
@@ -104,15 +105,17 @@ pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &G
 ///
 /// The caller owns the chain: nothing else can reach or free it.
 pub(crate) unsafe fn destroy_chain<T>(mut cur: VersionPtr<'_, T>) {
-    while !cur.is_null() {
-        // SAFETY: owned per the contract.
-        let owned = unsafe { cur.into_owned() };
-        // SAFETY: owned, so no other thread touches the link.
-        cur = unsafe {
-            owned
+    while let Some(node) = NonNull::new(cur.as_raw() as *mut Version<T>) {
+        // SAFETY: owned per the contract, so no other thread touches the node: read the link,
+        // drop the value, give the memory back (blocks are global-allocator blocks of the
+        // node's layout, whether `TVar::new` boxed them or `alloc` made them).
+        unsafe {
+            cur = node
+                .as_ref()
                 .prev
-                .load(Ordering::Relaxed, crossbeam_epoch::unprotected())
-        };
-        drop(owned);
+                .load(Ordering::Relaxed, crossbeam_epoch::unprotected());
+            std::ptr::drop_in_place(node.as_ptr());
+            crate::alloc::dealloc(node);
+        }
     }
 }

@@ -226,6 +226,7 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
     let mut contention = Contention::new(tx.owner);
     loop {
         tx.begin();
+        tx.priority = contention.holds_priority();
         let in_txn = InTxn::enter();
         let outcome = match catch_unwind(AssertUnwindSafe(|| body(&mut tx))) {
             Ok(Ok(value)) => match tx.commit() {

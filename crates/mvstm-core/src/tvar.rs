@@ -309,19 +309,24 @@ unsafe fn release_ref(header: NonNull<Header>) {
 
 /// # Safety
 ///
-/// The caller holds the TVar's lock, `node` came from a `Box<Version<T>>` in a write log and is
-/// of this TVar's type, and the caller is pinned by `guard`.
+/// The caller holds the TVar's lock, `node` is a pending `Version<T>` of this TVar's type owned
+/// by a write log (see `alloc.rs`), and the caller is pinned by `guard`.
 unsafe fn publish<T>(header: NonNull<Header>, node: NonNull<()>, stamp: u64, guard: &Guard) {
     // SAFETY: the header is first in `Inner<T>` (repr(C)) and the caller pinned it live.
     let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
-    // SAFETY: the node is a leaked `Box<Version<T>>`, owned by the write log until now.
-    let mut node = unsafe { Owned::from_raw(node.cast::<Version<T>>().as_ptr()) };
+    let node = node.cast::<Version<T>>().as_ptr();
     // Relaxed: only the lock holder changes `head`, and we hold the lock.
     let old = inner.head.load(Ordering::Relaxed, guard);
-    node.stamp = stamp;
-    node.prev.store(old, Ordering::Relaxed);
-    // Release: the node's fields are initialised before a reader can reach it.
-    inner.head.store(node, Ordering::Release);
+    // SAFETY: the node is still private to us (owned by the write log until the store below).
+    unsafe {
+        (*node).stamp = stamp;
+        (*node).prev.store(old, Ordering::Relaxed);
+    }
+    // Release: the node's fields are initialised before a reader can reach it. Ownership moves
+    // to the chain.
+    inner
+        .head
+        .store(Shared::from(node as *const Version<T>), Ordering::Release);
     // SAFETY: lock held, pinned, `old` is the version we just covered.
     unsafe { reclaim::trim(&inner.header, old, guard) };
 }
@@ -339,10 +344,14 @@ unsafe fn head_stamp<T>(header: NonNull<Header>) -> u64 {
 
 /// # Safety
 ///
-/// `node` came from `Box<Version<T>>` and is not linked anywhere.
+/// `node` is a pending `Version<T>` owned by a write log and linked nowhere.
 unsafe fn drop_pending<T>(node: NonNull<()>) {
-    // SAFETY: per the contract we own the box.
-    drop(unsafe { Box::from_raw(node.cast::<Version<T>>().as_ptr()) });
+    let node = node.cast::<Version<T>>();
+    // SAFETY: per the contract we own the node: drop its value, then give back its memory.
+    unsafe {
+        std::ptr::drop_in_place(node.as_ptr());
+        crate::alloc::dealloc(node);
+    }
 }
 
 /// # Safety

@@ -68,6 +68,9 @@ pub struct Txn {
     pub(crate) update_hint: bool,
     /// Set while a `retry_until` predicate runs: the predicate must only read.
     pub(crate) forbid_writes: bool,
+    /// This thread holds the priority token (`contention.rs`): wait for held locks instead of
+    /// giving up, since every other committer is held at the gate.
+    pub(crate) priority: bool,
     pub(crate) attempt: u32,
     /// Total time this `atomically` call has spent blocked in retries.
     pub(crate) blocked: Duration,
@@ -91,6 +94,7 @@ impl Txn {
             stale: false,
             update_hint: false,
             forbid_writes: false,
+            priority: false,
             attempt: 0,
             blocked: Duration::ZERO,
             commits: 0,
@@ -253,13 +257,16 @@ impl Txn {
             // The entry belongs to a scope outside this `or_else` branch: shadow it.
             shadows = true;
         }
-        let node = Box::new(Version {
-            stamp: 0,
-            prev: Atomic::null(),
-            value,
-        });
-        self.writes
-            .push(header, NonNull::from(Box::leak(node)).cast(), shadows);
+        let node = crate::alloc::alloc::<Version<T>>();
+        // SAFETY: fresh memory for a `Version<T>`; the write log owns it from here.
+        unsafe {
+            node.write(Version {
+                stamp: 0,
+                prev: Atomic::null(),
+                value,
+            })
+        };
+        self.writes.push(header, node.cast(), shadows);
         Ok(())
     }
 

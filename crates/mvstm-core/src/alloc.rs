@@ -1,0 +1,102 @@
+//! Per-thread caches of version-node memory.
+//!
+//! Every committed write allocates one version and, once the horizon passes it, frees an old one.
+//! The frees arrive in batches (a trim cuts a whole tail, run later by the epoch collector),
+//! which overflow the global allocator's small per-thread caches and send both frees and the
+//! next allocations down its slow paths. A short stack of free blocks per layout, per thread,
+//! turns both into a few instructions.
+//!
+//! Blocks are ordinary global-allocator blocks of the exact layout of the value they hold, so a
+//! block can come from `Box` and go back through [`dealloc`], or the reverse. A stack holds
+//! blocks of one `(size, align)` only, and is bounded; beyond it blocks go back to the global
+//! allocator. At thread exit the cached blocks are freed.
+
+use std::alloc::Layout;
+use std::cell::RefCell;
+use std::ptr::NonNull;
+
+/// Layouts with `align == 8` and `size <= MAX_SIZE` (multiples of 8) are cached.
+const MAX_SIZE: usize = 256;
+const CLASSES: usize = MAX_SIZE / 8;
+
+/// Free blocks kept per class and thread.
+const CAP: usize = 512;
+
+struct Stacks([Vec<NonNull<u8>>; CLASSES]);
+
+impl Drop for Stacks {
+    fn drop(&mut self) {
+        for (class, stack) in self.0.iter_mut().enumerate() {
+            let layout = layout_of(class);
+            for block in stack.drain(..) {
+                // SAFETY: every cached block was allocated by the global allocator with the
+                // layout of its class, and is owned by the cache alone.
+                unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+            }
+        }
+    }
+}
+
+thread_local! {
+    static STACKS: RefCell<Stacks> = const { RefCell::new(Stacks([const { Vec::new() }; CLASSES])) };
+}
+
+#[inline]
+const fn class_of(layout: Layout) -> Option<usize> {
+    let size = layout.size();
+    if layout.align() == 8 && size % 8 == 0 && size > 0 && size <= MAX_SIZE {
+        Some(size / 8 - 1)
+    } else {
+        None
+    }
+}
+
+fn layout_of(class: usize) -> Layout {
+    // The inverse of `class_of`; valid for every class index.
+    Layout::from_size_align((class + 1) * 8, 8).expect("class layouts are valid")
+}
+
+/// Uninitialized memory for a `T` (of non-zero size).
+#[inline]
+pub(crate) fn alloc<T>() -> NonNull<T> {
+    let layout = Layout::new::<T>();
+    if let Some(class) = class_of(layout) {
+        // `try_with`: the thread may be tearing its thread-locals down.
+        if let Ok(Some(block)) = STACKS.try_with(|s| s.borrow_mut().0[class].pop()) {
+            return block.cast();
+        }
+    }
+    assert!(layout.size() > 0, "version nodes are never zero-sized");
+    // SAFETY: the layout has a non-zero size.
+    let block = unsafe { std::alloc::alloc(layout) };
+    match NonNull::new(block) {
+        Some(block) => block.cast(),
+        None => std::alloc::handle_alloc_error(layout),
+    }
+}
+
+/// Give back the memory of a `T` whose value was already dropped or moved out.
+///
+/// # Safety
+///
+/// `block` was allocated by the global allocator with `Layout::new::<T>()` (by [`alloc`], or
+/// by `Box<T>`), holds no live value, and is not used afterwards.
+#[inline]
+pub(crate) unsafe fn dealloc<T>(block: NonNull<T>) {
+    let layout = Layout::new::<T>();
+    if let Some(class) = class_of(layout) {
+        let kept = STACKS.try_with(|s| {
+            let stack = &mut s.borrow_mut().0[class];
+            let room = stack.len() < CAP;
+            if room {
+                stack.push(block.cast());
+            }
+            room
+        });
+        if let Ok(true) = kept {
+            return;
+        }
+    }
+    // SAFETY: per the contract, allocated by the global allocator with this layout.
+    unsafe { std::alloc::dealloc(block.as_ptr().cast(), layout) };
+}
