@@ -10,7 +10,6 @@
 
 use crate::lock::LockWord;
 use crate::tvar::Header;
-use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 
@@ -43,7 +42,9 @@ const INDEX_ABOVE: usize = 16;
 
 #[derive(Default)]
 pub(crate) struct WriteLog {
-    entries: SmallVec<[WriteEntry; 8]>,
+    /// A `Vec`, not a `SmallVec`: the log lives in the thread's reused `Txn`, so its capacity
+    /// is already reused, and a `SmallVec` pays an inline-or-heap branch on every access.
+    entries: Vec<WriteEntry>,
     /// Header address -> index of its newest entry; only maintained above `INDEX_ABOVE`.
     index: HashMap<usize, usize>,
     /// Entries below this index belong to scopes outside the innermost `or_else` branch.
@@ -132,7 +133,7 @@ impl WriteLog {
         if self.shadowed {
             // Walk newest first, keep the first entry seen per variable, drop the rest.
             let mut seen = std::collections::HashSet::new();
-            let mut kept = SmallVec::<[WriteEntry; 8]>::new();
+            let mut kept = Vec::with_capacity(self.entries.len());
             while let Some(e) = self.entries.pop() {
                 if seen.insert(e.header) {
                     kept.push(e);

@@ -49,10 +49,11 @@ pub struct Txn {
     pub(crate) rv: u64,
     /// Pins the attempt: every pointer in the logs stays valid while this is `Some`.
     pub(crate) guard: Option<Guard>,
-    pub(crate) reads: SmallVec<[ReadEntry; 16]>,
+    /// A `Vec` for the reason given on `WriteLog::entries`.
+    pub(crate) reads: Vec<ReadEntry>,
     pub(crate) writes: WriteLog,
     /// Variables only read that a commit with `on_commit` hooks locked, with their prior words.
-    pub(crate) read_locks: SmallVec<[(NonNull<Header>, LockWord); 8]>,
+    pub(crate) read_locks: Vec<(NonNull<Header>, LockWord)>,
     pub(crate) hooks: Hooks,
     pub(crate) wait: WaitSpec,
     /// Whether `wait` may hold something (a retry variant ran this attempt).
@@ -83,9 +84,9 @@ impl Txn {
             owner,
             rv: 0,
             guard: None,
-            reads: SmallVec::new(),
+            reads: Vec::new(),
             writes: WriteLog::default(),
-            read_locks: SmallVec::new(),
+            read_locks: Vec::new(),
             hooks: Hooks::default(),
             wait: WaitSpec::default(),
             wait_used: false,
