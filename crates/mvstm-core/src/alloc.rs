@@ -12,8 +12,8 @@
 //! allocator. At thread exit the cached blocks are freed.
 
 use std::alloc::Layout;
-use std::cell::RefCell;
-use std::ptr::NonNull;
+use std::cell::Cell;
+use std::ptr::{self, NonNull};
 
 /// Layouts with `align == 8` and `size <= MAX_SIZE` (multiples of 8) are cached.
 const MAX_SIZE: usize = 256;
@@ -38,7 +38,45 @@ impl Drop for Stacks {
 }
 
 thread_local! {
-    static STACKS: RefCell<Stacks> = const { RefCell::new(Stacks([const { Vec::new() }; CLASSES])) };
+    /// This thread's stacks, or null before first use and after thread-local teardown began.
+    /// A plain pointer keeps the fast path a single thread-local load (no lazy-destructor
+    /// check, no `RefCell` flag); `OWNER` owns the box and frees it at thread exit.
+    static STACKS: Cell<*mut Stacks> = const { Cell::new(ptr::null_mut()) };
+    static OWNER: StacksOwner = const { StacksOwner };
+}
+
+struct StacksOwner;
+
+impl Drop for StacksOwner {
+    fn drop(&mut self) {
+        let stacks = STACKS.with(|s| s.replace(ptr::null_mut()));
+        if !stacks.is_null() {
+            // SAFETY: a non-null `STACKS` is the box leaked by `stacks`, owned by `OWNER`.
+            drop(unsafe { Box::from_raw(stacks) });
+        }
+    }
+}
+
+/// Run `f` on this thread's stacks, creating them on first use; `None` once the thread's
+/// thread-locals are being torn down.
+#[inline]
+fn with_stacks<R>(f: impl FnOnce(&mut Stacks) -> R) -> Option<R> {
+    let mut stacks = STACKS.with(Cell::get);
+    if stacks.is_null() {
+        stacks = create_stacks()?;
+    }
+    // SAFETY: the pointer is this thread's own box, alive until `OWNER` drops it (which nulls
+    // the pointer first), and `f` never re-enters this module: no other reference exists.
+    Some(f(unsafe { &mut *stacks }))
+}
+
+#[cold]
+fn create_stacks() -> Option<*mut Stacks> {
+    // Register the owner first: if the thread is already tearing down, use no cache at all.
+    OWNER.try_with(|_| ()).ok()?;
+    let stacks = Box::into_raw(Box::new(Stacks([const { Vec::new() }; CLASSES])));
+    STACKS.with(|s| s.set(stacks));
+    Some(stacks)
 }
 
 #[inline]
@@ -61,8 +99,7 @@ fn layout_of(class: usize) -> Layout {
 pub(crate) fn alloc<T>() -> NonNull<T> {
     let layout = Layout::new::<T>();
     if let Some(class) = class_of(layout) {
-        // `try_with`: the thread may be tearing its thread-locals down.
-        if let Ok(Some(block)) = STACKS.try_with(|s| s.borrow_mut().0[class].pop()) {
+        if let Some(Some(block)) = with_stacks(|s| s.0[class].pop()) {
             return block.cast();
         }
     }
@@ -85,15 +122,15 @@ pub(crate) fn alloc<T>() -> NonNull<T> {
 pub(crate) unsafe fn dealloc<T>(block: NonNull<T>) {
     let layout = Layout::new::<T>();
     if let Some(class) = class_of(layout) {
-        let kept = STACKS.try_with(|s| {
-            let stack = &mut s.borrow_mut().0[class];
+        let kept = with_stacks(|s| {
+            let stack = &mut s.0[class];
             let room = stack.len() < CAP;
             if room {
                 stack.push(block.cast());
             }
             room
         });
-        if let Ok(true) = kept {
+        if kept == Some(true) {
             return;
         }
     }

@@ -63,6 +63,7 @@ impl Txn {
         }
     }
 
+    #[inline]
     fn commit_plain(&mut self) -> Result<(), CommitError> {
         self.lock_writes()?;
         let wv = CLOCK.reserve();
@@ -215,6 +216,7 @@ impl Txn {
     }
 
     /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
+    #[inline]
     fn publish(&mut self, wv: u64) {
         let guard = self
             .guard

@@ -87,6 +87,7 @@ impl WriteLog {
         self.entries[i].node
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, header: NonNull<Header>, node: NonNull<()>, shadows: bool) {
         self.shadowed |= shadows;
         self.entries.push(WriteEntry {
@@ -129,6 +130,7 @@ impl WriteLog {
     }
 
     /// Keep only the newest entry of each variable, sorted by header address (the lock order).
+    #[inline]
     pub(crate) fn prepare_commit(&mut self) {
         if self.shadowed {
             // Walk newest first, keep the first entry seen per variable, drop the rest.
@@ -162,6 +164,7 @@ impl WriteLog {
     }
 
     /// Forget every entry after its node was published (ownership moved to the TVar).
+    #[inline]
     pub(crate) fn clear_published(&mut self) {
         self.entries.clear();
         if !self.index.is_empty() {
