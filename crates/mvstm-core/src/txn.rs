@@ -27,6 +27,10 @@ use std::time::Duration;
 /// variables; beyond that it keeps its snapshot (cheaper than revalidating a large read set).
 const EXTEND_READS_MAX: usize = 64;
 
+/// Spins a transaction that wrote waits for a newer version to become visible before it gives
+/// up with a conflict (the priority holder waits on, yielding).
+const EXTEND_WAIT_SPINS: u32 = 256;
+
 /// The handle a transaction body works through.
 ///
 /// A `Txn` is passed to the body of [`atomically`](crate::atomically) and to helpers that
@@ -167,7 +171,7 @@ impl Txn {
         let version = if head.stamp <= self.rv {
             head
         } else {
-            self.read_slow(var)?
+            self.read_slow(var, head.stamp)?
         };
         self.reads.push(ReadEntry {
             header,
@@ -181,10 +185,11 @@ impl Txn {
     fn read_slow<T: Clone + Send + Sync + 'static>(
         &mut self,
         var: &TVar<T>,
+        newest: u64,
     ) -> StmResult<&'static Version<T>> {
         let may_extend =
             !self.writes.is_empty() || self.update_hint || self.reads.len() <= EXTEND_READS_MAX;
-        let extended = may_extend && self.extend();
+        let extended = may_extend && self.extend(newest);
         if !extended && !self.writes.is_empty() {
             // Something we read changed and we already wrote: this attempt cannot commit.
             self.doomed = true;
@@ -205,9 +210,31 @@ impl Txn {
         Ok(version)
     }
 
-    /// Move the snapshot to the current clock if nothing read so far has changed.
-    fn extend(&mut self) -> bool {
-        let now = crate::clock::CLOCK.snapshot();
+    /// Move the snapshot forward, to at least `newest` if possible, if nothing read so far has
+    /// changed.
+    ///
+    /// A transaction that already wrote cannot commit with an older version, so rather than fail
+    /// it waits a little for `newest` to become visible (its writer is between publishing and
+    /// advancing the clock, a window without user code), and the priority holder waits as long
+    /// as it takes, also for committers still holding locks on what it read: they passed the
+    /// gate before it took the token and may be descheduled. Waiting here is safe because the
+    /// waiter holds no stamp and no lock, so no committer waits for it. A transaction without
+    /// writes never waits: it reads the older version instead (read-only transactions do not
+    /// block).
+    fn extend(&mut self, newest: u64) -> bool {
+        let wait = !self.writes.is_empty();
+        let patient = self.priority;
+        let mut spins = 0u32;
+        let mut now = crate::clock::CLOCK.snapshot();
+        while now < newest && wait && (patient || spins < EXTEND_WAIT_SPINS) {
+            if spins < EXTEND_WAIT_SPINS {
+                spins += 1;
+                crate::sync::spin_hint();
+            } else {
+                std::thread::yield_now();
+            }
+            now = crate::clock::CLOCK.snapshot();
+        }
         if now <= self.rv {
             return false;
         }
@@ -215,7 +242,13 @@ impl Txn {
         // before taking its stamp, so it shows here as locked or as a newer stamp.
         let unchanged = self.reads.iter().all(|r| {
             // SAFETY: logged headers are live while the attempt is pinned.
-            unsafe { r.header.as_ref() }.lock.load() == LockWord::unlocked(r.stamp)
+            let lock = unsafe { &r.header.as_ref().lock };
+            let mut word = lock.load();
+            while patient && word.is_locked() {
+                std::thread::yield_now();
+                word = lock.load();
+            }
+            word == LockWord::unlocked(r.stamp)
         });
         if unchanged {
             self.rv = now;
