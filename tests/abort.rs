@@ -2,8 +2,10 @@
 //! writes discarded, `on_abort(Abort)` run) and under plain `atomically` (a clear panic), plus
 //! the panic for an abort whose error type does not match `try_atomically::<T, E>`.
 
+mod common;
+
+use common::panic_message;
 use mvstm::{atomically, try_atomically, AbortCause, StmResult, TVar};
-use std::any::Any;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -15,16 +17,6 @@ use std::time::Duration;
 struct Insufficient {
     wanted: i64,
     had: i64,
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
 }
 
 /// Update `v` from another thread; fails the test if that cannot commit in time.
@@ -130,7 +122,7 @@ fn abort_inside_plain_atomically_panics_naming_try_atomically() {
         })
     }));
     let p = r.expect_err("an abort inside plain atomically must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(
         msg.contains("try_atomically"),
         "the message should name try_atomically: {msg}"
@@ -155,7 +147,7 @@ fn abort_of_another_error_type_panics_clearly() {
         })
     }));
     let p = r.expect_err("an abort with an error of another type must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(msg.contains("try_atomically"), "{msg}");
     assert!(
         msg.contains("Expected"),
@@ -175,7 +167,11 @@ fn veto_of_another_error_type_panics_clearly() {
         })
     }));
     let p = r.expect_err("a veto with an error of another type must panic");
-    assert!(message(&*p).contains("try_atomically"), "{}", message(&*p));
+    assert!(
+        panic_message(&*p).contains("try_atomically"),
+        "{}",
+        panic_message(&*p)
+    );
     assert_eq!(v.load(), 1);
     update_elsewhere(&v, 4);
     assert_eq!(v.load(), 4);
@@ -195,7 +191,7 @@ fn veto_inside_plain_atomically_panics_naming_try_atomically() {
         })
     }));
     let p = r.expect_err("a veto inside plain atomically must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(
         msg.contains("try_atomically"),
         "the message should name try_atomically: {msg}"

@@ -2,8 +2,10 @@
 //! what they see, how they behave across conflicts, vetoes and panics, and which of them may
 //! start new transactions.
 
+mod common;
+
+use common::{on_other_thread, panic_message};
 use mvstm::{atomically, retry, try_atomically, AbortCause, StmResult, TVar};
-use std::any::Any;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -19,29 +21,6 @@ fn new_log() -> Log {
 
 fn entries(log: &Log) -> Vec<String> {
     log.borrow().clone()
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
-}
-
-/// Run `f` on another thread and wait for it, failing the test if it does not finish in time.
-fn on_other_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => panic!("the other thread panicked: {}", message(&*p)),
-        Err(_) => panic!("the other thread did not finish: a lock was left held?"),
-    }
 }
 
 #[test]
@@ -312,7 +291,7 @@ fn a_panicking_on_commit_vetoes_and_resumes() {
         })
     }));
     let p = r.expect_err("the on_commit panic must resume");
-    assert_eq!(message(&*p), "on_commit exploded");
+    assert_eq!(panic_message(&*p), "on_commit exploded");
     assert_eq!(v.load(), 0, "a vetoed commit published its write");
     assert_eq!(entries(&log), ["on_abort Panic"]);
 
@@ -343,7 +322,7 @@ fn all_after_commit_hooks_run_when_one_panics_and_the_commit_stands() {
         })
     }));
     let p = r.expect_err("the after_commit panic must be re-raised");
-    assert_eq!(message(&*p), "first after_commit panic");
+    assert_eq!(panic_message(&*p), "first after_commit panic");
     assert_eq!(v.load(), 1, "the commit must stand");
     assert_eq!(entries(&log), ["after 0", "after 2", "after 4"]);
 
@@ -374,7 +353,7 @@ fn all_on_abort_hooks_run_when_one_panics() {
     }));
     let p = r.expect_err("the on_abort panic must be re-raised");
     // LIFO: the hook registered last runs first, so "second" panics first.
-    assert_eq!(message(&*p), "second on_abort panic");
+    assert_eq!(panic_message(&*p), "second on_abort panic");
     assert_eq!(entries(&log), ["4 Abort", "2 Abort", "0 Abort"]);
     assert_eq!(v.load(), 0);
 }
@@ -429,7 +408,7 @@ fn atomically_inside_on_commit_panics_clearly() {
         })
     }));
     let p = r.expect_err("atomically inside on_commit must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(
         msg.contains("on_commit") || msg.contains("inside a transaction"),
         "{msg}"

@@ -1,23 +1,15 @@
 //! Composition: `atomically` inside a body panics clearly, helpers compose by taking `&mut Txn`,
 //! and `Txn::attempt` counts the re-runs of one `atomically` call.
 
+mod common;
+
+use common::panic_message;
 use mvstm::{atomically, retry, try_atomically, StmResult, TVar, Txn};
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
-}
 
 #[test]
 fn atomically_inside_a_body_panics_clearly() {
@@ -30,7 +22,7 @@ fn atomically_inside_a_body_panics_clearly() {
         })
     }));
     let p = r.expect_err("nested atomically must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(
         msg.contains("inside a transaction"),
         "unclear message: {msg}"
@@ -57,7 +49,7 @@ fn try_atomically_inside_a_body_panics_clearly() {
         })
     }));
     let p = r.expect_err("nested try_atomically must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(
         msg.contains("inside a transaction"),
         "unclear message: {msg}"
@@ -76,7 +68,7 @@ fn atomically_inside_a_body_panics_even_if_the_panic_is_caught_inside() {
         let r = catch_unwind(AssertUnwindSafe(move || {
             atomically(|tx| tx.write(&inner, 1))
         }));
-        Ok(r.map_err(|p| message(&*p)))
+        Ok(r.map_err(|p| panic_message(&*p)))
     });
     let msg = caught.expect_err("the nested call must panic");
     assert!(msg.contains("inside a transaction"), "{msg}");

@@ -2,18 +2,16 @@
 //! variables created in it), nesting, waiting on the union of both branches' reads, and
 //! propagation of aborts and conflicts from the first branch.
 
+mod common;
+
+use common::{finish, panic_message, spawn_reporting, wait_for_runs, DropCounter, LIMIT, QUIET};
 use mvstm::{atomically, retry, try_atomically, AbortCause, StmResult, TVar, Txn};
-use std::any::Any;
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
-
-const LIMIT: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(100);
 
 fn take(tx: &mut Txn, acc: &TVar<i64>, n: i64) -> StmResult<i64> {
     let b = tx.read(acc)?;
@@ -22,42 +20,6 @@ fn take(tx: &mut Txn, acc: &TVar<i64>, n: i64) -> StmResult<i64> {
     }
     tx.write(acc, b - n)?;
     Ok(b - n)
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
-}
-
-fn spawn_reporting<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> mpsc::Receiver<thread::Result<T>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
-    });
-    rx
-}
-
-fn finish<T>(rx: &mpsc::Receiver<thread::Result<T>>, what: &str) -> T {
-    match rx.recv_timeout(LIMIT) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => panic!("{what}: the thread panicked: {}", message(&*p)),
-        Err(_) => panic!("{what}: still blocked after {LIMIT:?}"),
-    }
-}
-
-fn wait_for_runs(counter: &AtomicUsize, n: usize) {
-    let start = Instant::now();
-    while counter.load(Ordering::SeqCst) < n {
-        assert!(start.elapsed() < LIMIT, "the body never ran {n} times");
-        thread::sleep(Duration::from_millis(1));
-    }
 }
 
 #[test]
@@ -526,39 +488,17 @@ fn conflict_in_first_restarts_the_whole_transaction() {
     );
 }
 
-/// A value that counts its live instances.
-struct Counted(Arc<AtomicIsize>);
-
-impl Counted {
-    fn new(live: &Arc<AtomicIsize>) -> Counted {
-        live.fetch_add(1, Ordering::SeqCst);
-        Counted(live.clone())
-    }
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        Counted::new(&self.0)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn tvars_created_in_a_rolled_back_branch_vanish() {
     // GHC #18453-style: a TVar created and written inside a branch that retried must not
     // survive with the branch's writes, and must not be reachable from the committed state.
-    let live = Arc::new(AtomicIsize::new(0));
+    let drops = DropCounter::new();
     // The transaction runs on a thread that then exits: its exit hands the frees it deferred
     // (for the TVars whose last handle it dropped) to the global queue, so the leak check below
     // does not depend on when a living thread flushes them (tests/tvar.rs covers that).
     let (done_tx, done_rx) = mpsc::channel();
     let worker = {
-        let live = live.clone();
+        let drops = drops.clone();
         thread::spawn(move || {
             let registry: TVar<Vec<TVar<u32>>> = TVar::new(Vec::new());
             let escaped: RefCell<Option<TVar<u32>>> = RefCell::new(None);
@@ -572,8 +512,8 @@ fn tvars_created_in_a_rolled_back_branch_vanish() {
                             r
                         })?;
                         // Values with a destructor, in a variable that dies with the branch.
-                        let temp = TVar::new(Counted::new(&live));
-                        tx.write(&temp, Counted::new(&live))?;
+                        let temp = TVar::new(drops.value(0));
+                        tx.write(&temp, drops.value(1))?;
                         *escaped.borrow_mut() = Some(fresh);
                         retry()
                     },
@@ -606,20 +546,7 @@ fn tvars_created_in_a_rolled_back_branch_vanish() {
     finished.expect("the worker finished");
 
     // Every value made in the branch is eventually freed (drive deferred reclamation).
-    let scratch = TVar::new(0u64);
-    let mut rounds = 0;
-    while live.load(Ordering::SeqCst) != 0 && rounds < 100_000 {
-        atomically(|tx| tx.modify(&scratch, |x| x + 1));
-        rounds += 1;
-        if rounds % 500 == 0 {
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    assert_eq!(
-        live.load(Ordering::SeqCst),
-        0,
-        "values of the rolled-back branch leaked"
-    );
+    drops.assert_all_dropped("values of the rolled-back branch");
 }
 
 #[test]
@@ -670,7 +597,7 @@ fn a_panic_in_first_propagates() {
         })
     }));
     let p = r.expect_err("the panic must propagate");
-    assert_eq!(message(&*p), "boom in first");
+    assert_eq!(panic_message(&*p), "boom in first");
     assert!(!second_ran.load(Ordering::SeqCst));
     assert_eq!(v.load(), 0);
 }

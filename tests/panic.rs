@@ -1,30 +1,18 @@
 //! Panics in a transaction body: the attempt is rolled back, `on_abort(Panic)` runs, the
 //! original payload unwinds out of `atomically`, no TVar is poisoned and no lock stays held.
 
+mod common;
+
+use common::on_other_thread;
 use mvstm::{atomically, try_atomically, AbortCause, StmResult, TVar};
 use std::cell::RefCell;
 use std::panic::{catch_unwind, panic_any, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
 
 /// A payload type that is neither `&str` nor `String`, to check it arrives unchanged.
 #[derive(Debug, PartialEq)]
 struct Payload(u32, &'static str);
-
-/// Run `f` on another thread; fails the test if it does not finish in time.
-fn on_other_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(v)) => v,
-        Ok(Err(_)) => panic!("the other thread panicked"),
-        Err(_) => panic!("the other thread did not finish: a lock was left held?"),
-    }
-}
 
 #[test]
 fn a_panic_aborts_the_attempt_and_resumes_with_the_original_payload() {

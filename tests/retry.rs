@@ -2,68 +2,15 @@
 //! wake-ups on the right changes only, no spinning while blocked, the empty-read-set panic, and
 //! no lost wake-ups under a long ping-pong.
 
+mod common;
+
+use common::{finish, panic_message, spawn_reporting, still_blocked, wait_for_runs, LIMIT, QUIET};
 use mvstm::{atomically, retry, StmResult, TVar, Txn};
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// How long a test waits for something that should happen at once before it fails.
-const LIMIT: Duration = Duration::from_secs(10);
-/// How long a test watches a blocked thread to check that it stays blocked.
-const QUIET: Duration = Duration::from_millis(100);
-
-/// Run `f` on a new thread; its result (or its panic) arrives on the returned channel.
-fn spawn_reporting<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> mpsc::Receiver<thread::Result<T>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let r = catch_unwind(AssertUnwindSafe(f));
-        let _ = tx.send(r);
-    });
-    rx
-}
-
-/// The result of a thread from `spawn_reporting`, failing the test if it takes too long.
-fn finish<T>(rx: &mpsc::Receiver<thread::Result<T>>, what: &str) -> T {
-    match rx.recv_timeout(LIMIT) {
-        Ok(Ok(v)) => v,
-        Ok(Err(p)) => panic!("{what}: the thread panicked: {}", message(&*p)),
-        Err(_) => panic!("{what}: still blocked after {LIMIT:?}"),
-    }
-}
-
-/// Check that the thread has not finished yet.
-fn still_blocked<T>(rx: &mpsc::Receiver<thread::Result<T>>, what: &str) {
-    match rx.try_recv() {
-        Err(mpsc::TryRecvError::Empty) => {}
-        Ok(Ok(_)) => panic!("{what}: returned while it should still be blocked"),
-        Ok(Err(p)) => panic!("{what}: panicked: {}", message(&*p)),
-        Err(mpsc::TryRecvError::Disconnected) => panic!("{what}: the thread vanished"),
-    }
-}
-
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_string()
-    }
-}
-
-/// Wait (bounded) until `counter` reaches `n`: the blocked thread ran its body that often.
-fn wait_for_runs(counter: &AtomicUsize, n: usize) {
-    let start = Instant::now();
-    while counter.load(Ordering::SeqCst) < n {
-        assert!(start.elapsed() < LIMIT, "the body never ran {n} times");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
 
 #[test]
 fn retry_blocks_until_another_thread_writes() {
@@ -152,7 +99,7 @@ fn retry_reruns_and_blocks_again_while_the_condition_is_false() {
 fn retry_with_an_empty_read_set_panics() {
     let r = catch_unwind(|| atomically(|_tx| -> StmResult<()> { retry() }));
     let p = r.expect_err("a retry with nothing to wait on must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(msg.contains("retry would block forever"), "{msg}");
 
     // The thread is usable afterwards.
@@ -368,7 +315,7 @@ fn retry_until_predicate_that_writes_panics() {
         .recv_timeout(LIMIT)
         .expect("the waiter evaluated the predicate");
     let p = outcome.expect_err("a predicate that writes must panic");
-    let msg = message(&*p);
+    let msg = panic_message(&*p);
     assert!(msg.contains("predicate"), "unclear message: {msg}");
     assert_eq!(victim.load(), 0, "the predicate's write was published");
     // The variables are fine afterwards.
@@ -474,7 +421,7 @@ fn retry_for_counts_the_total_time_blocked_across_reruns() {
     writer.join().unwrap();
     let (_, elapsed) = match outcome {
         Ok(Ok(v)) => v,
-        Ok(Err(p)) => panic!("retry_for panicked: {}", message(&*p)),
+        Ok(Err(p)) => panic!("retry_for panicked: {}", panic_message(&*p)),
         Err(_) => panic!("retry_for restarted its timeout on every re-run: still blocked"),
     };
     assert!(
@@ -552,7 +499,7 @@ fn ping_pong_loses_no_wake_up() {
     for (i, rx) in players.iter().enumerate() {
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Ok(())) => {}
-            Ok(Err(p)) => panic!("player {i} panicked: {}", message(&*p)),
+            Ok(Err(p)) => panic!("player {i} panicked: {}", panic_message(&*p)),
             Err(_) => panic!(
                 "player {i} hung at turn {} of {}: a wake-up was lost",
                 turn.load(),
@@ -601,12 +548,12 @@ fn producer_consumer_through_one_slot_loses_no_wake_up() {
     let limit = Duration::from_secs(120);
     match producer.recv_timeout(limit) {
         Ok(Ok(())) => {}
-        Ok(Err(p)) => panic!("producer panicked: {}", message(&*p)),
+        Ok(Err(p)) => panic!("producer panicked: {}", panic_message(&*p)),
         Err(_) => panic!("producer hung: a wake-up was lost"),
     }
     let sum = match consumer.recv_timeout(limit) {
         Ok(Ok(s)) => s,
-        Ok(Err(p)) => panic!("consumer panicked: {}", message(&*p)),
+        Ok(Err(p)) => panic!("consumer panicked: {}", panic_message(&*p)),
         Err(_) => panic!("consumer hung: a wake-up was lost"),
     };
     assert_eq!(sum, u64::from(ITEMS) * u64::from(ITEMS - 1) / 2);

@@ -5,26 +5,13 @@
 //! In its own test binary (process): the priority token is process-wide, so other stress tests
 //! running beside it would compete for the token and the CPU and blur what is measured here.
 
+mod common;
+
+use common::Rng;
 use mvstm::{atomically, TVar};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-
-/// A tiny deterministic generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 #[test]
 fn long_update_transaction_commits_against_a_storm_of_short_ones() {

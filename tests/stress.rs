@@ -3,26 +3,13 @@
 //! Thread counts and iteration counts are small enough for a 2-core CI machine; every test is
 //! bounded and asserts behaviour, never timing.
 
+mod common;
+
+use common::Rng;
 use mvstm::{atomically, TVar};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-
-/// A tiny deterministic generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 #[test]
 fn money_is_conserved_and_every_attempt_sees_a_consistent_total() {

@@ -2,18 +2,14 @@
 //! `modify`/`replace`, non-`Copy` values, dropping handles, and that every value is dropped
 //! exactly once (deferred reclamation eventually frees every version).
 
+mod common;
+
+use common::{drive_reclamation, on_exiting_thread, DropCounter};
 use mvstm::{atomically, TVar};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
-
-/// Bound on the loops that wait for deferred reclamation to catch up. Reclamation goes through
-/// crossbeam-epoch, which stalls while any thread stays pinned (say, one descheduled on a busy
-/// machine), so the loops also yield now and then.
-const RECLAIM_ROUNDS: usize = 100_000;
-/// Rounds between two short sleeps of the reclamation loops.
-const RECLAIM_YIELD_EVERY: usize = 500;
 
 #[test]
 fn new_and_load() {
@@ -191,91 +187,13 @@ fn dropping_a_handle_keeps_the_variable_alive_for_clones() {
     assert_eq!(clone.load(), vec!["y", "z", "remote"]);
 }
 
-/// A value that counts its live instances; `double_drop` records a drop of a dead instance.
-struct Counted {
-    live: Arc<AtomicIsize>,
-    double_drop: Arc<AtomicBool>,
-    id: u64,
-}
-
-impl Counted {
-    fn new(live: &Arc<AtomicIsize>, double_drop: &Arc<AtomicBool>, id: u64) -> Counted {
-        live.fetch_add(1, Ordering::SeqCst);
-        Counted {
-            live: live.clone(),
-            double_drop: double_drop.clone(),
-            id,
-        }
-    }
-}
-
-impl Clone for Counted {
-    fn clone(&self) -> Self {
-        Counted::new(&self.live, &self.double_drop, self.id)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        if self.live.fetch_sub(1, Ordering::SeqCst) <= 0 {
-            self.double_drop.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Run transactions on an unrelated variable until `done` holds or the bound is reached; returns
-/// whether `done` held. Each commit pins, and every so often a commit hands the deferred frees to
-/// crossbeam-epoch's global queue and collects what is due.
-fn drive_reclamation(mut done: impl FnMut() -> bool) -> bool {
-    let scratch = TVar::new(0u64);
-    for round in 1..=RECLAIM_ROUNDS {
-        if done() {
-            return true;
-        }
-        atomically(|tx| tx.modify(&scratch, |x| x + 1));
-        if round % RECLAIM_YIELD_EVERY == 0 {
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    done()
-}
-
-/// Run `f` on a thread that then exits. A thread's exit hands every free it deferred (such as
-/// the free of a TVar whose last handle it dropped) to the global queue, so the tests of
-/// exactly-once dropping do not depend on when a living thread flushes its own deferrals
-/// (`a_dropped_tvar_is_freed_while_its_thread_keeps_committing` tests that separately).
-fn on_exiting_thread(f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the helper thread finished");
-    handle.join().expect("the helper thread did not panic");
-}
-
-fn assert_all_dropped(live: &AtomicIsize, double_drop: &AtomicBool, what: &str) {
-    let freed = drive_reclamation(|| live.load(Ordering::SeqCst) == 0);
-    assert!(
-        !double_drop.load(Ordering::SeqCst),
-        "{what}: a value was dropped twice"
-    );
-    assert!(
-        freed,
-        "{what}: {} values still live after driving reclamation",
-        live.load(Ordering::SeqCst)
-    );
-}
-
 #[test]
 fn values_are_dropped_exactly_once() {
-    let live = Arc::new(AtomicIsize::new(0));
-    let double_drop = Arc::new(AtomicBool::new(false));
-    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    let drops = DropCounter::new();
+    let v = TVar::new(drops.value(0));
     let other = v.clone();
     for i in 1..=5_000u64 {
-        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, i)));
+        atomically(|tx| tx.write(&v, drops.value(i)));
     }
     // Reads hand out clones, which the caller drops.
     for _ in 0..100 {
@@ -287,16 +205,13 @@ fn values_are_dropped_exactly_once() {
     // A transaction that writes and then aborts its attempt (panics) drops its pending value.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         atomically(|tx| -> mvstm::StmResult<()> {
-            tx.write(&v, Counted::new(&live, &double_drop, 9_999))?;
+            tx.write(&v, drops.value(9_999))?;
             panic!("discard the pending value")
         })
     }));
     assert!(r.is_err());
     assert_eq!(v.load().id, 5_000);
-    assert!(
-        live.load(Ordering::SeqCst) >= 1,
-        "the newest value is still live"
-    );
+    assert!(drops.live() >= 1, "the newest value is still live");
 
     drop(v);
     assert_eq!(
@@ -305,59 +220,49 @@ fn values_are_dropped_exactly_once() {
         "a remaining clone keeps the variable"
     );
     on_exiting_thread(move || drop(other));
-    assert_all_dropped(&live, &double_drop, "after dropping the last handle");
+    drops.assert_all_dropped("after dropping the last handle");
 }
 
 #[test]
 fn old_versions_are_reclaimed_while_the_variable_lives() {
-    let live = Arc::new(AtomicIsize::new(0));
-    let double_drop = Arc::new(AtomicBool::new(false));
-    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    let drops = DropCounter::new();
+    let v = TVar::new(drops.value(0));
     for i in 1..=10_000u64 {
-        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, i)));
+        atomically(|tx| tx.write(&v, drops.value(i)));
     }
     // Keep overwriting: old versions are trimmed, so the number of live values comes back down
     // to a small bound (the versions newer than the reclamation horizon, which trails the clock
     // by some dozens of commits).
     let mut next = 10_001u64;
     let bounded = drive_reclamation(|| {
-        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, next)));
+        atomically(|tx| tx.write(&v, drops.value(next)));
         next += 1;
-        live.load(Ordering::SeqCst) <= 256
+        drops.live() <= 256
     });
-    assert!(
-        !double_drop.load(Ordering::SeqCst),
-        "a value was dropped twice"
-    );
+    assert!(!drops.dropped_twice(), "a value was dropped twice");
     assert!(
         bounded,
         "{} values still live under constant overwrites of one TVar",
-        live.load(Ordering::SeqCst)
+        drops.live()
     );
     assert_eq!(v.load().id, next - 1);
     on_exiting_thread(move || drop(v));
-    assert_all_dropped(&live, &double_drop, "after dropping the TVar");
+    drops.assert_all_dropped("after dropping the TVar");
 }
 
 #[test]
 fn values_written_by_many_threads_are_dropped_exactly_once() {
-    let live = Arc::new(AtomicIsize::new(0));
-    let double_drop = Arc::new(AtomicBool::new(false));
-    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    let drops = DropCounter::new();
+    let v = TVar::new(drops.value(0));
     let (done_tx, done_rx) = mpsc::channel();
     for t in 0..2u64 {
-        let (v, live, double_drop, done_tx) = (
-            v.clone(),
-            live.clone(),
-            double_drop.clone(),
-            done_tx.clone(),
-        );
+        let (v, drops, done_tx) = (v.clone(), drops.clone(), done_tx.clone());
         thread::spawn(move || {
             for i in 0..2_000u64 {
                 atomically(|tx| {
                     let old = tx.read(&v)?;
                     let id = old.id.max(t * 10_000 + i);
-                    tx.write(&v, Counted::new(&live, &double_drop, id))
+                    tx.write(&v, drops.value(id))
                 });
             }
             drop(v);
@@ -371,21 +276,20 @@ fn values_written_by_many_threads_are_dropped_exactly_once() {
             .expect("writer thread finished");
     }
     on_exiting_thread(move || drop(v));
-    assert_all_dropped(&live, &double_drop, "after dropping the TVar");
+    drops.assert_all_dropped("after dropping the TVar");
 }
 
 #[test]
 fn a_tvar_created_and_dropped_inside_a_body_is_freed() {
-    let live = Arc::new(AtomicIsize::new(0));
-    let double_drop = Arc::new(AtomicBool::new(false));
+    let drops = DropCounter::new();
     let keep = TVar::new(0u32);
     {
-        let (live, double_drop, keep) = (live.clone(), double_drop.clone(), keep.clone());
+        let (drops, keep) = (drops.clone(), keep.clone());
         on_exiting_thread(move || {
             for i in 0..200u64 {
                 atomically(|tx| {
-                    let temp = TVar::new(Counted::new(&live, &double_drop, i));
-                    tx.write(&temp, Counted::new(&live, &double_drop, i + 1))?;
+                    let temp = TVar::new(drops.value(i));
+                    tx.write(&temp, drops.value(i + 1))?;
                     let seen = tx.read(&temp)?;
                     assert_eq!(seen.id, i + 1);
                     tx.modify(&keep, |x| x + 1)
@@ -395,19 +299,18 @@ fn a_tvar_created_and_dropped_inside_a_body_is_freed() {
         });
     }
     assert_eq!(keep.load(), 200);
-    assert_all_dropped(&live, &double_drop, "TVars dropped inside bodies");
+    drops.assert_all_dropped("TVars dropped inside bodies");
 }
 
 #[test]
 fn a_dropped_tvar_is_freed_while_its_thread_keeps_committing() {
     // A long-lived thread (say, a server worker) writes a TVar, drops it, and goes on running
     // transactions on other variables. The dropped variable's values must be freed eventually.
-    let live = Arc::new(AtomicIsize::new(0));
-    let double_drop = Arc::new(AtomicBool::new(false));
-    let v = TVar::new(Counted::new(&live, &double_drop, 0));
+    let drops = DropCounter::new();
+    let v = TVar::new(drops.value(0));
     for i in 1..=100u64 {
-        atomically(|tx| tx.write(&v, Counted::new(&live, &double_drop, i)));
+        atomically(|tx| tx.write(&v, drops.value(i)));
     }
     drop(v);
-    assert_all_dropped(&live, &double_drop, "after this thread dropped the TVar");
+    drops.assert_all_dropped("after this thread dropped the TVar");
 }
