@@ -293,10 +293,12 @@ fn nested_rollback_keeps_the_enclosing_branch_writes() {
     assert_eq!((v.load(), w.load()), (10, 0));
 }
 
-#[test]
-fn both_branches_retry_waits_on_the_union_of_their_reads() {
-    // A change to a variable that only the FIRST branch read must wake the transaction.
-    let (a, b) = (TVar::new(0i64), TVar::new(0i64));
+/// Start a thread that takes 10 from `a`, or else from `b`, and wait until it has run once
+/// (both branches retry while both hold 0); its answer names the branch that paid.
+fn spawn_take_from_either(
+    a: &TVar<i64>,
+    b: &TVar<i64>,
+) -> std::sync::mpsc::Receiver<std::thread::Result<&'static str>> {
     let runs = Arc::new(AtomicUsize::new(0));
     let rx = {
         let (a, b, runs) = (a.clone(), b.clone(), runs.clone());
@@ -311,6 +313,14 @@ fn both_branches_retry_waits_on_the_union_of_their_reads() {
         })
     };
     wait_for_runs(&runs, 1);
+    rx
+}
+
+#[test]
+fn both_branches_retry_waits_on_the_union_of_their_reads() {
+    // A change to a variable that only the FIRST branch read must wake the transaction.
+    let (a, b) = (TVar::new(0i64), TVar::new(0i64));
+    let rx = spawn_take_from_either(&a, &b);
     thread::sleep(QUIET);
     assert!(
         rx.try_recv().is_err(),
@@ -327,20 +337,7 @@ fn both_branches_retry_waits_on_the_union_of_their_reads() {
 #[test]
 fn both_branches_retry_wakes_for_the_second_branch_too() {
     let (a, b) = (TVar::new(0i64), TVar::new(0i64));
-    let runs = Arc::new(AtomicUsize::new(0));
-    let rx = {
-        let (a, b, runs) = (a.clone(), b.clone(), runs.clone());
-        spawn_reporting(move || {
-            atomically(|tx| {
-                runs.fetch_add(1, Ordering::SeqCst);
-                tx.or_else(
-                    |tx| take(tx, &a, 10).map(|_| "a"),
-                    |tx| take(tx, &b, 10).map(|_| "b"),
-                )
-            })
-        })
-    };
-    wait_for_runs(&runs, 1);
+    let rx = spawn_take_from_either(&a, &b);
     atomically(|tx| tx.write(&b, 15));
     assert_eq!(
         finish(&rx, "or_else waiting on the second branch's read"),
