@@ -1,17 +1,27 @@
-//! Reclamation under concurrent overwrites: old versions are freed while two threads overwrite
-//! one TVar, and each value is dropped exactly once. In its own test binary (process) so that no
-//! other test's long transaction holds the global epoch back while it measures.
+//! Reclamation: old versions are freed while threads overwrite a TVar (concurrently, from many
+//! short-lived threads, and with transactions nested in hooks), and each value is dropped
+//! exactly once. In its own test binary (process), and its tests run one at a time, so that no
+//! other test's threads hold the global epoch back while one measures.
 
 mod common;
 
 use common::{drive_reclamation, DropCounter};
 use mvstm::{atomically, TVar};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
+
+/// Serializes the tests of this binary (the test harness runs them on parallel threads).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[test]
 fn old_versions_are_reclaimed_and_values_dropped_exactly_once() {
+    let _serial = one_at_a_time();
     const WRITES: u64 = 200_000;
     let drops = DropCounter::new();
     let var = TVar::new(drops.value(0));
@@ -53,6 +63,69 @@ fn old_versions_are_reclaimed_and_values_dropped_exactly_once() {
         drops.live() <= 512
     });
     assert!(trimmed, "{} values alive on a quiet chain", drops.live());
+    drop(var);
+    drops.assert_all_dropped("after the last handle was dropped");
+}
+
+/// Keep writing `var` (a chain is trimmed when its TVar is written) until its values are few:
+/// the versions newer than the reclamation horizon plus one trim period.
+fn settles(var: &TVar<common::Counted>, drops: &DropCounter) -> bool {
+    let mut id = 1 << 40;
+    drive_reclamation(|| {
+        id += 1;
+        atomically(|tx| tx.write(var, drops.value(id)));
+        drops.live() <= 1_024
+    })
+}
+
+#[test]
+fn versions_are_reclaimed_when_every_thread_commits_only_a_little() {
+    let _serial = one_at_a_time();
+    // Threads that live for 200 commits each: the horizon must still advance (it moves with the
+    // global stamp, not with a per-thread count).
+    let drops = DropCounter::new();
+    let var = TVar::new(drops.value(0));
+    for t in 0..500u64 {
+        let (var, drops) = (var.clone(), drops.clone());
+        thread::spawn(move || {
+            for i in 0..200 {
+                atomically(|tx| tx.write(&var, drops.value(t * 1_000 + i)));
+            }
+        })
+        .join()
+        .unwrap();
+    }
+    assert!(
+        settles(&var, &drops),
+        "{} of 100,000 versions alive after short-lived writers",
+        drops.live()
+    );
+    drop(var);
+    drops.assert_all_dropped("after the last handle was dropped");
+}
+
+#[test]
+fn versions_are_reclaimed_when_hooks_start_transactions() {
+    let _serial = one_at_a_time();
+    // A transaction started by an `after_commit` hook must not reset the reclamation machinery
+    // of the thread (it used to swap the thread's cached transaction object on every call).
+    let drops = DropCounter::new();
+    let var = TVar::new(drops.value(0));
+    let log = TVar::new(0u64);
+    for i in 1..=100_000u64 {
+        atomically(|tx| {
+            tx.write(&var, drops.value(i))?;
+            let log = log.clone();
+            tx.after_commit(move || atomically(|tx| tx.modify(&log, |n| n + 1)));
+            Ok(())
+        });
+    }
+    assert_eq!(log.load(), 100_000);
+    assert!(
+        settles(&var, &drops),
+        "{} of 100,000 versions alive with nested hook transactions",
+        drops.live()
+    );
     drop(var);
     drops.assert_all_dropped("after the last handle was dropped");
 }

@@ -559,3 +559,48 @@ fn producer_consumer_through_one_slot_loses_no_wake_up() {
     assert_eq!(sum, u64::from(ITEMS) * u64::from(ITEMS - 1) / 2);
     assert_eq!(slot.load(), None);
 }
+
+#[test]
+fn retry_ignores_a_tvar_whose_last_handle_is_gone() {
+    // The body reads a TVar it created (dropped when the body returns) and one that matters.
+    // The wait must park on the one that matters, not spin on the one that can never change.
+    let shared = TVar::new(false);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let rx = {
+        let (shared, runs) = (shared.clone(), runs.clone());
+        spawn_reporting(move || {
+            atomically(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let scratch = TVar::new(0u8);
+                tx.read(&scratch)?;
+                if !tx.read(&shared)? {
+                    return retry();
+                }
+                Ok(())
+            })
+        })
+    };
+    wait_for_runs(&runs, 1);
+    thread::sleep(QUIET);
+    still_blocked(&rx, "retry waiting on `shared`");
+    assert!(
+        runs.load(Ordering::SeqCst) <= 2,
+        "the waiter spun: {} runs",
+        runs.load(Ordering::SeqCst)
+    );
+    atomically(|tx| tx.write(&shared, true));
+    finish(&rx, "retry woken by `shared`");
+}
+
+#[test]
+fn retry_on_only_dropped_tvars_panics_instead_of_hanging() {
+    let r = catch_unwind(|| {
+        atomically(|tx| {
+            let scratch = TVar::new(0u8);
+            tx.read(&scratch)?;
+            retry::<()>()
+        })
+    });
+    let msg = panic_message(&*r.expect_err("a retry with nothing to wait on returned"));
+    assert!(msg.contains("retry would block forever"), "{msg}");
+}

@@ -73,3 +73,38 @@ fn long_update_transaction_commits_against_a_storm_of_short_ones() {
         "lost update"
     );
 }
+
+#[test]
+fn on_abort_hooks_run_without_the_priority_token() {
+    // Eight forced conflicts give the transaction the priority token, which holds every other
+    // committer at the gate. An `on_abort` hook that waits for another thread's update
+    // transaction must still see it commit: hooks never run while the token is held.
+    let (x, y) = (TVar::new(0u64), TVar::new(0u64));
+    let hook_saw_commit = Arc::new(AtomicBool::new(false));
+    let r: Result<(), &str> = mvstm::try_atomically(|tx| {
+        let v = tx.read(&x)?;
+        if tx.attempt() <= 8 {
+            let x2 = x.clone();
+            thread::spawn(move || atomically(|tx| tx.modify(&x2, |n| n + 1)))
+                .join()
+                .unwrap();
+            return tx.write(&x, v + 100);
+        }
+        let (y2, saw) = (y.clone(), hook_saw_commit.clone());
+        tx.on_abort(move |_| {
+            let worker = thread::spawn(move || atomically(|tx| tx.modify(&y2, |n| n + 1)));
+            let start = std::time::Instant::now();
+            while !worker.is_finished() && start.elapsed() < std::time::Duration::from_secs(10) {
+                thread::sleep(std::time::Duration::from_millis(1));
+            }
+            saw.store(worker.is_finished(), Ordering::SeqCst);
+        });
+        tx.abort("stop")
+    });
+    assert_eq!(r, Err("stop"));
+    assert!(
+        hook_saw_commit.load(Ordering::SeqCst),
+        "the hook's worker was held at the gate"
+    );
+    assert_eq!(y.load(), 1);
+}

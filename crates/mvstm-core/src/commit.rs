@@ -21,6 +21,9 @@
 //!
 //! A validation failure after step 3 took a stamp still advances `visible` (publishing nothing),
 //! so later stamps are never held up.
+//!
+//! No user code runs while locks are held except the `on_commit` hooks, each under
+//! `catch_unwind`; hooks left over after a veto are handed back and dropped after the unlock.
 
 use crate::clock::CLOCK;
 use crate::contention;
@@ -218,10 +221,10 @@ impl Txn {
     /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
     #[inline]
     fn publish(&mut self, wv: u64) {
-        let guard = self
-            .guard
-            .as_ref()
-            .expect("an attempt is pinned while it commits");
+        let guard = self.pinned();
+        // From the first publish to the last unlock no user code runs (no clone, no drop, no
+        // hook, no epoch collection), so nothing can unwind while published nodes are still in
+        // the write log or locks are held.
         for e in self.writes.entries() {
             // SAFETY: we hold the lock, the node is a pending `Version` of the header's type
             // owned by the log, and we are pinned. Ownership moves to the TVar.
@@ -234,13 +237,17 @@ impl Txn {
                 parking::wake(e.header());
             }
         }
-        self.commits = self.commits.wrapping_add(1);
-        if self.commits % reclaim::HORIZON_EVERY == 0 {
-            reclaim::advance_horizon(guard);
-        }
         self.writes.clear_published();
         if !self.read_locks.is_empty() {
             self.unlock_reads(self.read_locks.len());
+        }
+        // One stamp in `HORIZON_EVERY`, whoever commits it, moves the horizon: a per-thread
+        // count would never fire for threads that commit rarely. Only a defer here (it runs no
+        // deferred function); the flush, which may run other threads' drops, happens after the
+        // commit, outside the transaction (`Txn::finish_committed`).
+        if wv % reclaim::HORIZON_EVERY == 0 {
+            reclaim::defer_horizon_advance(guard);
+            self.flush_due = true;
         }
     }
 }

@@ -75,11 +75,15 @@ impl Hooks {
         }
         let mut hooks = std::mem::take(&mut self.on_commit).into_iter();
         for hook in hooks.by_ref() {
-            match catch_unwind(AssertUnwindSafe(hook)) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Veto::Error(e)),
-                Err(panic) => return Err(Veto::Panic(panic)),
-            }
+            let veto = match catch_unwind(AssertUnwindSafe(hook)) {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => Veto::Error(e),
+                Err(panic) => Veto::Panic(panic),
+            };
+            // The hooks not run go back to the list: the caller holds locks, and dropping them
+            // runs user destructors, which happens later, in `abandon`, after the unlock.
+            self.on_commit = hooks.collect();
+            return Err(veto);
         }
         Ok(())
     }

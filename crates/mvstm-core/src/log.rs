@@ -20,7 +20,7 @@ pub(crate) struct ReadEntry {
     pub(crate) stamp: u64,
 }
 
-/// A buffered write: a private `Box<Version<T>>` waiting to be published.
+/// A buffered write: a private `Version<T>` (memory from `alloc.rs`) waiting to be published.
 pub(crate) struct WriteEntry {
     pub(crate) header: NonNull<Header>,
     pub(crate) node: NonNull<()>,

@@ -144,8 +144,6 @@ pub(crate) struct Wait {
     all: Vec<Vec<Watched>>,
     until: Vec<(Vec<Watched>, Predicate)>,
     timeout: Option<Duration>,
-    /// Some waited variable was already dropped by every handle: do not park.
-    gone: bool,
     registered: SmallVec<[ErasedRef; 8]>,
     ticket: u64,
 }
@@ -160,41 +158,40 @@ impl Wait {
             all: Vec::new(),
             until: Vec::new(),
             timeout: spec.timeout,
-            gone: false,
             registered: SmallVec::new(),
             // Relaxed: a unique number is all we need.
             ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
         };
-        let watch = |entries: &[ReadEntry], wait: &mut Wait| -> Vec<Watched> {
+        // A variable whose last handle is gone can never be observed to change: leave it out
+        // (waiting on it alone would never end, and treating it as changed would spin).
+        let watch = |entries: &[ReadEntry]| -> Vec<Watched> {
             entries
                 .iter()
                 .filter_map(|e| {
                     // SAFETY: the attempt is still pinned and logged `e.header`.
-                    match unsafe { ErasedRef::upgrade(e.header) } {
-                        Some(var) => Some(Watched {
-                            var,
-                            stamp: e.stamp,
-                        }),
-                        None => {
-                            wait.gone = true;
-                            None
-                        }
-                    }
+                    let var = unsafe { ErasedRef::upgrade(e.header) }?;
+                    Some(Watched {
+                        var,
+                        stamp: e.stamp,
+                    })
                 })
                 .collect()
         };
         if spec.on_reads {
-            wait.any = watch(reads, &mut wait);
+            wait.any = watch(reads);
         }
-        let any = watch(&spec.any, &mut wait);
-        wait.any.extend(any);
+        wait.any.extend(watch(&spec.any));
         for group in std::mem::take(&mut spec.all) {
-            let watched = watch(&group, &mut wait);
-            wait.all.push(watched);
+            let watched = watch(&group);
+            if !watched.is_empty() {
+                wait.all.push(watched);
+            }
         }
         for (group, predicate) in std::mem::take(&mut spec.until) {
-            let watched = watch(&group, &mut wait);
-            wait.until.push((watched, predicate));
+            let watched = watch(&group);
+            if !watched.is_empty() {
+                wait.until.push((watched, predicate));
+            }
         }
         spec.clear();
         wait.register_all();
@@ -229,9 +226,9 @@ impl Wait {
         self.registered = registered;
     }
 
-    /// Whether there is nothing that could ever end this wait.
-    pub(crate) fn is_endless_and_empty(&self) -> bool {
-        self.registered.is_empty() && self.timeout.is_none() && !self.gone
+    /// Whether nothing could ever end this wait: no variable to watch and no timeout.
+    pub(crate) fn is_endless(&self) -> bool {
+        self.registered.is_empty() && self.timeout.is_none()
     }
 
     /// Park until a condition holds or the timeout passes; returns the time spent.
@@ -240,9 +237,6 @@ impl Wait {
         let deadline = self.timeout.map(|t| start + t);
         let mut poll = POLL_START;
         loop {
-            if self.gone {
-                break;
-            }
             let (satisfied, locked) = self.check();
             if satisfied {
                 break;

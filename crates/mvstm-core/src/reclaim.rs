@@ -5,22 +5,26 @@
 //!
 //! > Every transaction that is pinned now, or pins later, has a snapshot `rv >= HORIZON`.
 //!
-//! The horizon advances through crossbeam-epoch. Every [`HORIZON_EVERY`] commits a thread reads
-//! `v = visible` and defers `HORIZON = max(HORIZON, v)`. The deferred function runs only after
-//! every thread pinned at the time of the defer has unpinned, and a thread that pins after that
-//! point loads `visible` after its pin's `SeqCst` fence, so it sees at least `v` (the same
-//! argument that makes epoch reclamation sound: what happened before the defer is visible to
-//! late pinners). A snapshot is always taken while pinned, so the invariant holds.
+//! The horizon advances through crossbeam-epoch. The committer of every [`HORIZON_EVERY`]th stamp
+//! reads `v = visible`, defers `HORIZON = max(HORIZON, v)`, and hands its bag to the global queue
+//! once its commit is over. The deferred function runs only after every thread pinned at the
+//! time of the defer has unpinned, and a thread that pins after that point loads `visible` after
+//! its pin's `SeqCst` fence, so it sees at least `v` (the same argument that makes epoch
+//! reclamation sound: what happened before the defer is visible to late pinners). A snapshot is
+//! always taken while pinned, so the invariant holds.
 //!
-//! A committing writer then trims, while it holds the TVar's lock: it walks down from the
-//! version it just covered to the newest version with `stamp <= HORIZON`, which every snapshot
-//! can still read, and cuts everything below it. Cut versions are freed with `defer_destroy`,
-//! so a reader that was already walking through them finishes safely. A value is dropped exactly
-//! once: a cut happens under the TVar's lock with a `swap`, so only one thread owns a tail.
+//! A committing writer then trims, while it holds the TVar's lock: it looks for the newest
+//! version with `stamp <= HORIZON` below the version it just covered (which every snapshot can
+//! still read) and cuts everything below it. It looks [`QUICK_WALK`] versions down on every
+//! write, which is enough for a TVar written rarely, and walks the whole chain once in
+//! [`FULL_TRIM_EVERY`] writes of that TVar, which bounds the walking cost of a hot TVar. Cut
+//! versions are freed with a deferred destroy, so a reader that was already walking through them
+//! finishes safely. A value is dropped exactly once: a cut happens under the TVar's lock with a
+//! `swap`, so only one thread owns a tail.
 //!
-//! In steady state a chain holds the head plus the version under the horizon: memory stays
-//! bounded under constant overwrites. A thread that stays pinned holds the horizon back, which is
-//! why a blocked `retry` unpins before it parks.
+//! A chain therefore holds the versions newer than the horizon plus at most `FULL_TRIM_EVERY`:
+//! memory stays bounded under constant overwrites. A thread that stays pinned holds the horizon
+//! back, which is why a blocked `retry` unpins before it parks.
 
 use crate::clock::CLOCK;
 use crate::sync::{AtomicU64, Ordering};
@@ -30,8 +34,8 @@ use std::ptr::NonNull;
 
 static HORIZON: AtomicU64 = AtomicU64::new(0);
 
-/// Commits per thread between two horizon advances.
-pub(crate) const HORIZON_EVERY: u32 = 256;
+/// Stamps between two horizon advances.
+pub(crate) const HORIZON_EVERY: u64 = 256;
 
 /// Versions a publish looks at below the version it covers, on every write. Enough to cut a
 /// chain whose TVar is written rarely (its old head is usually under the horizon already).
@@ -43,16 +47,17 @@ const QUICK_WALK: usize = 2;
 const FULL_TRIM_EVERY: u32 = 64;
 
 /// Schedule a horizon advance to the current `visible` stamp.
-pub(crate) fn advance_horizon(guard: &Guard) {
+///
+/// Only defers (a defer runs no deferred function); the caller flushes its bag to the global
+/// queue later, outside the commit, because collecting runs other threads' deferred drops,
+/// which are user code.
+pub(crate) fn defer_horizon_advance(guard: &Guard) {
     let v = CLOCK.snapshot();
     // Release: pairs with the Acquire in `trim`, so a trimming writer that sees the new horizon
     // also sees everything the epoch advance synchronised with.
     guard.defer(move || {
         HORIZON.fetch_max(v, Ordering::Release);
     });
-    // Hand the deferred function to the global queue now, so the horizon trails `visible` by a
-    // couple of epochs rather than by a whole local bag.
-    guard.flush();
 }
 
 /// Cut the versions below the newest one with `stamp <= HORIZON`, starting at `from`.

@@ -14,20 +14,26 @@ use crate::parking::{Predicate, Wait};
 use crate::sync::{AtomicU64, Ordering};
 use crate::txn::Txn;
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::Duration;
 
 thread_local! {
-    /// Set while a body or an `on_commit` hook runs on this thread.
-    static IN_TXN: Cell<bool> = const { Cell::new(false) };
+    /// `IN_BODY` while a body or an `on_commit` hook runs on this thread, plus
+    /// `FREES_QUEUED` once `queue_free` queued something during it.
+    static IN_TXN: Cell<u8> = const { Cell::new(0) };
+    /// TVars whose last handle was dropped inside a transaction, freed after the attempt.
+    static QUEUED_FREES: RefCell<Vec<QueuedFree>> = const { RefCell::new(Vec::new()) };
     /// This thread's owner id (0 = not assigned yet).
     static OWNER: Cell<u64> = const { Cell::new(0) };
     /// The cached transaction object of this thread, or null. A plain pointer with no
     /// destructor keeps the access on the fast path a single thread-local load; `CACHE_FREE`
     /// frees it when the thread exits.
     static CACHE: Cell<*mut Txn> = const { Cell::new(ptr::null_mut()) };
+    /// A second slot, for a transaction started by a hook while the first is in use, so that
+    /// such nesting does not allocate a `Txn` (and register an epoch handle) on every call.
+    static CACHE_NESTED: Cell<*mut Txn> = const { Cell::new(ptr::null_mut()) };
     /// Registered on the first allocation of a cached `Txn`; frees it at thread exit.
     static CACHE_FREE: CacheFree = const { CacheFree };
 }
@@ -48,13 +54,55 @@ struct CacheFree;
 
 impl Drop for CacheFree {
     fn drop(&mut self) {
-        let cached = CACHE.with(|c| c.replace(ptr::null_mut()));
-        if !cached.is_null() {
-            // SAFETY: a non-null `CACHE` is a `Box<Txn>` leaked by `Cached::drop`, owned by
-            // the cache alone.
-            drop(unsafe { Box::from_raw(cached) });
+        for slot in [&CACHE, &CACHE_NESTED] {
+            let cached = slot.with(|c| c.replace(ptr::null_mut()));
+            if !cached.is_null() {
+                // SAFETY: a non-null slot holds a `Box<Txn>` leaked by `Cached::drop`, owned by
+                // the cache alone.
+                drop(unsafe { Box::from_raw(cached) });
+            }
         }
     }
+}
+
+const IN_BODY: u8 = 1;
+const FREES_QUEUED: u8 = 2;
+
+/// Whether a transaction body or `on_commit` hook is running on this thread. If so, the thread
+/// is pinned by that attempt, and the attempt will run the frees queued by `queue_free`.
+#[inline]
+pub(crate) fn in_transaction() -> bool {
+    IN_TXN.with(|f| f.get() & IN_BODY != 0)
+}
+
+/// A TVar free to be deferred once the attempt is over.
+pub(crate) struct QueuedFree {
+    pub(crate) addr: usize,
+    pub(crate) destroy: unsafe fn(std::ptr::NonNull<crate::tvar::Header>),
+}
+
+/// Queue the free of a TVar whose last handle was dropped inside a transaction: deferring it
+/// now would pin and perhaps collect, running other values' destructors (user code) inside
+/// the transaction. The caller checked `in_transaction()`.
+pub(crate) fn queue_free(free: QueuedFree) {
+    QUEUED_FREES.with(|q| q.borrow_mut().push(free));
+    IN_TXN.with(|f| f.set(f.get() | FREES_QUEUED));
+}
+
+/// Defer the queued frees past every current pin and hand them to the collector.
+#[cold]
+fn run_queued_frees(handle: &crossbeam_epoch::LocalHandle) {
+    let frees = QUEUED_FREES.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    let guard = handle.pin();
+    for QueuedFree { addr, destroy } in frees {
+        // SAFETY: the last handle is gone (`queue_free`'s caller); deferring past every
+        // current pin keeps the pointers in running attempts' logs valid, as in `release_ref`.
+        unsafe {
+            guard
+                .defer_unchecked(move || destroy(std::ptr::NonNull::new_unchecked(addr as *mut _)));
+        }
+    }
+    guard.flush();
 }
 
 /// Marks this thread as inside a transaction until dropped, also when unwinding.
@@ -63,15 +111,23 @@ struct InTxn;
 impl InTxn {
     #[inline]
     fn enter() -> InTxn {
-        IN_TXN.with(|f| f.set(true));
+        IN_TXN.with(|f| f.set(IN_BODY));
         InTxn
+    }
+
+    /// Leave the transaction; whether frees were queued meanwhile.
+    #[inline]
+    fn exit(self) -> bool {
+        std::mem::forget(self);
+        IN_TXN.with(|f| f.replace(0)) & FREES_QUEUED != 0
     }
 }
 
 impl Drop for InTxn {
     #[inline]
     fn drop(&mut self) {
-        IN_TXN.with(|f| f.set(false));
+        // Only reached when unwinding; queued frees stay queued for the next attempt's exit.
+        IN_TXN.with(|f| f.set(f.get() & !IN_BODY));
     }
 }
 
@@ -91,13 +147,20 @@ impl Cached {
                 tx,
                 cacheable: true,
             },
-            None => Cached::new_slow(),
+            None => Cached::take_slow(),
         }
     }
 
-    /// First call on this thread, or a call nested in a hook while the cached one is in use.
+    /// A call nested in a hook (the first slot is in use), or the first call on this thread.
     #[cold]
-    fn new_slow() -> Cached {
+    fn take_slow() -> Cached {
+        let nested = CACHE_NESTED.with(|c| c.replace(ptr::null_mut()));
+        if let Some(tx) = NonNull::new(nested) {
+            return Cached {
+                tx,
+                cacheable: true,
+            };
+        }
         // Register the destructor that frees the cache at thread exit. If the thread is already
         // tearing down its thread-locals, the `Txn` is not cached but freed by `Cached::drop`.
         let cacheable = CACHE_FREE.try_with(|_| ()).is_ok();
@@ -128,15 +191,22 @@ impl Drop for Cached {
     fn drop(&mut self) {
         self.reset_call();
         let tx = self.tx.as_ptr();
-        // Put it back unless a nested call (from a hook) refilled the cache meanwhile, or the
-        // thread-exit destructor could not be registered: then free it here.
+        // Put it back in a free slot unless the thread-exit destructor could not be registered
+        // (or calls nested deeper than two levels filled both slots): then free it here.
+        let store = |slot: &Cell<*mut Txn>| {
+            let empty = slot.get().is_null();
+            if empty {
+                slot.set(tx);
+            }
+            empty
+        };
         let stored = self.cacheable
-            && CACHE.with(|c| {
-                let empty = c.get().is_null();
-                if empty {
-                    c.set(tx);
-                }
-                empty
+            && (CACHE.with(store) || {
+                // The second slot may stay unused for long: hand the frees its epoch handle
+                // deferred to the collector now, or they would wait for that handle's next use.
+                // Rare (a transaction nested in a hook), so the flush's cost does not matter.
+                self.handle.pin().flush();
+                CACHE_NESTED.with(store)
             });
         if !stored {
             // SAFETY: we own the box and did not hand it to the cache.
@@ -216,7 +286,7 @@ pub fn try_atomically<T, E: 'static>(body: impl FnMut(&mut Txn) -> StmResult<T>)
 }
 
 fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn Any>> {
-    if IN_TXN.with(Cell::get) {
+    if in_transaction() {
         panic!(
             "`atomically` called inside a transaction or an on_commit hook; pass the `&mut Txn` \
              to the code that needs it instead of nesting"
@@ -228,31 +298,36 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
         tx.begin();
         tx.priority = contention.holds_priority();
         let in_txn = InTxn::enter();
-        let outcome = match catch_unwind(AssertUnwindSafe(|| body(&mut tx))) {
-            Ok(Ok(value)) => match tx.commit() {
-                Ok(()) => {
-                    drop(in_txn);
-                    contention.release();
-                    tx.finish_committed();
-                    return Ok(value);
-                }
-                Err(CommitError::Conflict) => Abandon::Conflict,
-                Err(CommitError::Veto(Veto::Error(e))) => Abandon::Abort(e),
-                Err(CommitError::Veto(Veto::Panic(p))) => Abandon::Panic(p),
-            },
-            Ok(Err(signal)) if tx.doomed => {
-                // A swallowed conflict turned into another signal: still a conflict.
-                drop(signal);
-                Abandon::Conflict
+        // The body and the commit under one `catch_unwind`: a panic anywhere in the attempt
+        // (the body, a clone or drop of a value, an `on_commit` hook) abandons it cleanly.
+        let attempt = catch_unwind(AssertUnwindSafe(|| match body(&mut tx) {
+            Ok(value) => tx.commit().map(|()| value).map_err(Failed::Commit),
+            Err(signal) => Err(Failed::Signal(signal)),
+        }));
+        if in_txn.exit() {
+            run_queued_frees(&tx.handle);
+        }
+        let outcome = match attempt {
+            Ok(Ok(value)) => {
+                contention.release();
+                tx.finish_committed();
+                return Ok(value);
             }
-            Ok(Err(signal)) => match signal.kind {
+            Ok(Err(Failed::Commit(CommitError::Conflict))) => Abandon::Conflict,
+            Ok(Err(Failed::Commit(CommitError::Veto(Veto::Error(e))))) => Abandon::Abort(e),
+            Ok(Err(Failed::Commit(CommitError::Veto(Veto::Panic(p))))) => Abandon::Panic(p),
+            // A swallowed conflict turned into another signal: still a conflict.
+            Ok(Err(Failed::Signal(_))) if tx.doomed => Abandon::Conflict,
+            Ok(Err(Failed::Signal(signal))) => match signal.kind {
                 ErrorKind::Retry(kind) => Abandon::Retry(kind),
                 ErrorKind::Conflict => Abandon::Conflict,
                 ErrorKind::Abort(e) => Abandon::Abort(e),
             },
             Err(panic) => Abandon::Panic(panic),
         };
-        drop(in_txn);
+        // `on_abort` hooks run outside the transaction and may wait for other transactions:
+        // never run them holding the priority token, which holds every other committer back.
+        contention.release();
         match outcome {
             Abandon::Conflict => {
                 tx.update_hint |= !tx.writes.is_empty();
@@ -267,9 +342,8 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                 // Register while still pinned: the logged headers are live until we unpin.
                 let txn = &mut *tx;
                 let wait = Wait::register(&mut txn.wait, &txn.reads);
-                contention.release();
                 tx.abandon(AbortCause::Retry);
-                if wait.is_endless_and_empty() {
+                if wait.is_endless() {
                     panic!(
                         "retry would block forever: the attempt read no TVar and named none to \
                          wait on (read the state you are waiting for before calling retry)"
@@ -287,6 +361,12 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
             }
         }
     }
+}
+
+/// Why an attempt that ran to its end did not commit.
+enum Failed {
+    Signal(crate::error::StmError),
+    Commit(CommitError),
 }
 
 impl Txn {
@@ -314,16 +394,29 @@ impl Txn {
         self.guard = None;
     }
 
-    /// After a commit: unpin, then run `after_commit` hooks.
+    /// After a commit: unpin, hand due deferred frees to the collector, run `after_commit`
+    /// hooks.
     #[inline]
     fn finish_committed(&mut self) {
         self.clear_attempt();
+        if self.flush_due {
+            self.flush_deferred();
+        }
         if self.hooks.is_empty() {
             return;
         }
         let after = std::mem::take(&mut self.hooks.after_commit);
         self.hooks.clear();
         hooks::run_after_commit(after);
+    }
+
+    /// Flush this thread's epoch bag (with the horizon advance in it) to the global queue.
+    /// Collecting may run other threads' deferred drops, which are user code: it happens here,
+    /// outside the transaction, with no lock held and the attempt already committed.
+    #[cold]
+    fn flush_deferred(&mut self) {
+        self.flush_due = false;
+        self.handle.pin().flush();
     }
 
     /// After an abandoned attempt: discard it, unpin, then run `on_abort` hooks.
@@ -333,7 +426,9 @@ impl Txn {
             return;
         }
         let on_abort = std::mem::take(&mut self.hooks.on_abort);
-        self.hooks.clear();
+        // The other hooks (including `on_commit` hooks a veto left unrun) are dropped after the
+        // `on_abort` hooks ran, never while the commit held locks.
+        let _unrun = std::mem::take(&mut self.hooks);
         hooks::run_on_abort(on_abort, cause);
     }
 

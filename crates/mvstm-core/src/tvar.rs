@@ -139,6 +139,15 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// assert_eq!(v.load(), 2);
     /// ```
     pub fn load(&self) -> T {
+        if crate::runtime::in_transaction() {
+            // Inside a body or `on_commit` hook the thread is pinned by the running attempt;
+            // pinning again through crossbeam's default handle could collect garbage and run
+            // other values' destructors inside the transaction.
+            let rv = CLOCK.snapshot();
+            // SAFETY: the attempt's pin protects this thread's loads until the attempt ends,
+            // which is after this call returns; `rv` is a snapshot taken while pinned.
+            return unsafe { self.version_at(rv, epoch::unprotected()).value.clone() };
+        }
         let guard = epoch::pin();
         let rv = CLOCK.snapshot();
         // SAFETY: we are pinned by `guard` for the whole walk.
@@ -294,6 +303,12 @@ unsafe fn release_ref(header: NonNull<Header>) {
     fence(Ordering::Acquire);
     let destroy = h.ops.destroy;
     let addr = header.as_ptr() as usize;
+    if crate::runtime::in_transaction() {
+        // Pinning here could collect and run user destructors inside the transaction: let the
+        // runtime defer the free once the attempt is over.
+        crate::runtime::queue_free(crate::runtime::QueuedFree { addr, destroy });
+        return;
+    }
     let guard = epoch::pin();
     // SAFETY: no handle is left; logs of running attempts may still point at the variable, and
     // they are pinned, so deferring the free past every current pin keeps those pointers valid.

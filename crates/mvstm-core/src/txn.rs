@@ -79,7 +79,9 @@ pub struct Txn {
     pub(crate) attempt: u32,
     /// Total time this `atomically` call has spent blocked in retries.
     pub(crate) blocked: Duration,
-    pub(crate) commits: u32,
+    /// This attempt committed the stamp that advances the horizon: flush the epoch bag after
+    /// the commit (`reclaim.rs`).
+    pub(crate) flush_due: bool,
 }
 
 impl Txn {
@@ -102,21 +104,24 @@ impl Txn {
             priority: false,
             attempt: 0,
             blocked: Duration::ZERO,
-            commits: 0,
+            flush_due: false,
         }
     }
 
-    /// The guard for loads made while the attempt is pinned.
+    /// The attempt's guard, for loads made while the attempt is pinned.
+    ///
+    /// The returned reference is only used inside the attempt (to load pointers that are then
+    /// dereferenced and dropped before the attempt ends), while `self.guard` stays `Some`.
     #[inline]
-    fn pinned(&self) -> &'static Guard {
-        debug_assert!(
-            self.guard.is_some(),
-            "a Txn is only used while an attempt runs"
-        );
-        // SAFETY: `unprotected` is only unsound for deferring; we only load through it, and the
-        // attempt holds a real pin in `self.guard` for as long as the loaded pointers are used
-        // (they are dropped before the attempt ends).
-        unsafe { epoch::unprotected() }
+    pub(crate) fn pinned(&self) -> &'static Guard {
+        let guard = self
+            .guard
+            .as_ref()
+            .expect("a Txn is only used while an attempt runs");
+        // SAFETY: the guard lives in `self.guard` from `begin` to `clear_attempt`; every use of
+        // the reference happens within that span (module docs of `log.rs`: nothing loaded
+        // through it outlives the attempt), so widening its lifetime never lets it dangle.
+        unsafe { &*(guard as *const Guard) }
     }
 
     /// Read a variable: its value in this transaction's snapshot, or its buffered write.
@@ -218,9 +223,9 @@ impl Txn {
     /// advancing the clock, a window without user code), and the priority holder waits as long
     /// as it takes, also for committers still holding locks on what it read: they passed the
     /// gate before it took the token and may be descheduled. Waiting here is safe because the
-    /// waiter holds no stamp and no lock, so no committer waits for it. A transaction without
-    /// writes never waits: it reads the older version instead (read-only transactions do not
-    /// block).
+    /// waiter holds no stamp and no lock, so no committer waits for it. Other transactions that
+    /// have not written never wait: they read the older version instead. A read-only transaction
+    /// never holds the token (it never conflicts), so read-only transactions never block.
     fn extend(&mut self, newest: u64) -> bool {
         let wait = !self.writes.is_empty();
         let patient = self.priority;
@@ -272,7 +277,9 @@ impl Txn {
     ) -> StmResult<()> {
         if self.doomed || self.stale {
             // A stale read was fine for a read-only attempt; one that writes cannot commit.
+            // The next attempt is an update: let it extend its snapshot instead of going stale.
             self.doomed = true;
+            self.update_hint = true;
             return Err(StmError::conflict());
         }
         assert!(
