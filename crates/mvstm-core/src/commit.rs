@@ -59,7 +59,7 @@ impl Txn {
     fn commit_update(&mut self) -> Result<(), CommitError> {
         contention::wait_at_gate(self.owner);
         self.writes.prepare_commit();
-        if self.hooks.on_commit.is_empty() {
+        if !self.hooks.has_on_commit() {
             self.commit_plain()
         } else {
             self.commit_with_hooks()
@@ -68,7 +68,8 @@ impl Txn {
 
     #[inline]
     fn commit_plain(&mut self) -> Result<(), CommitError> {
-        self.lock_writes()?;
+        debug_assert!(self.read_locks.is_empty());
+        self.lock_merged()?;
         let wv = CLOCK.reserve();
         self.check_waiters();
         if wv != self.rv + 1 && !self.reads_valid() {
@@ -118,24 +119,8 @@ impl Txn {
         }
     }
 
-    /// Lock the write set in address order (it is sorted), recording each prior word.
-    fn lock_writes(&mut self) -> Result<(), CommitError> {
-        let (owner, patient) = (self.owner, self.priority);
-        for i in 0..self.writes.len() {
-            let entry = &mut self.writes.entries_mut()[i];
-            // SAFETY: logged headers are live while the attempt is pinned.
-            match lock_one(unsafe { &entry.header.as_ref().lock }, owner, patient) {
-                Some(before) => entry.before = before,
-                None => {
-                    self.unlock_writes(i);
-                    return Err(CommitError::Conflict);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Lock the write set and `read_locks` together, in one address order.
+    /// Lock the write set and `read_locks` (empty without `on_commit` hooks) together, in one
+    /// address order, recording each prior word.
     fn lock_merged(&mut self) -> Result<(), CommitError> {
         let (owner, patient) = (self.owner, self.priority);
         let (mut w, mut r) = (0, 0);

@@ -27,9 +27,12 @@ pub(crate) enum Veto {
 
 #[derive(Default)]
 pub(crate) struct Hooks {
-    pub(crate) on_abort: Vec<AbortHook>,
-    pub(crate) on_commit: Vec<CommitHook>,
-    pub(crate) after_commit: Vec<AfterHook>,
+    on_abort: Vec<AbortHook>,
+    on_commit: Vec<CommitHook>,
+    after_commit: Vec<AfterHook>,
+    /// Some hook was registered since the last `clear`: one load for the common, empty case.
+    /// The lists are private so that every registration goes through a `push_*` that sets it.
+    registered: bool,
 }
 
 /// Lengths of the hook lists at the start of an `or_else` branch.
@@ -58,10 +61,44 @@ impl Hooks {
     /// Whether no hook of any kind is registered (the common, free case).
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.on_abort.is_empty() && self.on_commit.is_empty() && self.after_commit.is_empty()
+        !self.registered
+    }
+
+    pub(crate) fn push_on_abort(&mut self, hook: AbortHook) {
+        self.registered = true;
+        self.on_abort.push(hook);
+    }
+
+    pub(crate) fn push_on_commit(&mut self, hook: CommitHook) {
+        self.registered = true;
+        self.on_commit.push(hook);
+    }
+
+    pub(crate) fn push_after_commit(&mut self, hook: AfterHook) {
+        self.registered = true;
+        self.after_commit.push(hook);
+    }
+
+    /// Whether the commit must run `on_commit` hooks (and so take the read-locking path).
+    #[inline]
+    pub(crate) fn has_on_commit(&self) -> bool {
+        !self.on_commit.is_empty()
+    }
+
+    /// Take the `after_commit` hooks of a committed attempt and forget the others.
+    pub(crate) fn take_after_commit(&mut self) -> Vec<AfterHook> {
+        std::mem::take(self).after_commit
+    }
+
+    /// Take the `on_abort` hooks of an abandoned attempt, and the others, which are not run but
+    /// must only be dropped after the `on_abort` hooks ran (see `Txn::abandon`).
+    pub(crate) fn take_on_abort(&mut self) -> (Vec<AbortHook>, Hooks) {
+        let mut rest = std::mem::take(self);
+        (std::mem::take(&mut rest.on_abort), rest)
     }
 
     pub(crate) fn clear(&mut self) {
+        self.registered = false;
         self.on_abort.clear();
         self.on_commit.clear();
         self.after_commit.clear();

@@ -405,9 +405,7 @@ impl Txn {
         if self.hooks.is_empty() {
             return;
         }
-        let after = std::mem::take(&mut self.hooks.after_commit);
-        self.hooks.clear();
-        hooks::run_after_commit(after);
+        hooks::run_after_commit(self.hooks.take_after_commit());
     }
 
     /// Flush this thread's epoch bag (with the horizon advance in it) to the global queue.
@@ -425,10 +423,9 @@ impl Txn {
         if self.hooks.is_empty() {
             return;
         }
-        let on_abort = std::mem::take(&mut self.hooks.on_abort);
         // The other hooks (including `on_commit` hooks a veto left unrun) are dropped after the
         // `on_abort` hooks ran, never while the commit held locks.
-        let _unrun = std::mem::take(&mut self.hooks);
+        let (on_abort, _unrun) = self.hooks.take_on_abort();
         hooks::run_on_abort(on_abort, cause);
     }
 

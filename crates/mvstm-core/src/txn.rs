@@ -434,7 +434,7 @@ impl Txn {
     /// assert!(retried.load(Ordering::SeqCst));
     /// ```
     pub fn on_abort(&mut self, hook: impl FnOnce(AbortCause) + 'static) {
-        self.hooks.on_abort.push(Box::new(hook));
+        self.hooks.push_on_abort(Box::new(hook));
     }
 
     /// Run `hook` once the commit is certain: write set locked, read set validated, new values
@@ -452,7 +452,7 @@ impl Txn {
     /// });
     /// ```
     pub fn on_commit(&mut self, hook: impl FnOnce() + 'static) {
-        self.hooks.on_commit.push(Box::new(move || {
+        self.hooks.push_on_commit(Box::new(move || {
             hook();
             Ok(())
         }));
@@ -473,8 +473,7 @@ impl Txn {
     /// ```
     pub fn try_on_commit<E: 'static>(&mut self, hook: impl FnOnce() -> Result<(), E> + 'static) {
         self.hooks
-            .on_commit
-            .push(Box::new(move || hook().map_err(|e| Box::new(e) as _)));
+            .push_on_commit(Box::new(move || hook().map_err(|e| Box::new(e) as _)));
     }
 
     /// Run `hook` after the commit: values visible, locks released, waiters woken. Hooks run
@@ -492,7 +491,7 @@ impl Txn {
     /// });
     /// ```
     pub fn after_commit(&mut self, hook: impl FnOnce() + 'static) {
-        self.hooks.after_commit.push(Box::new(hook));
+        self.hooks.push_after_commit(Box::new(hook));
     }
 
     /// Block until any of `vars` changes from what this attempt sees, then re-run.
