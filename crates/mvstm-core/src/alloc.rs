@@ -63,7 +63,7 @@ impl Drop for StacksOwner {
 fn with_stacks<R>(f: impl FnOnce(&mut Stacks) -> R) -> Option<R> {
     let mut stacks = STACKS.with(Cell::get);
     if stacks.is_null() {
-        stacks = create_stacks()?;
+        stacks = create_stacks_slow()?;
     }
     // SAFETY: the pointer is this thread's own box, alive until `OWNER` drops it (which nulls
     // the pointer first), and `f` never re-enters this module: no other reference exists.
@@ -71,7 +71,7 @@ fn with_stacks<R>(f: impl FnOnce(&mut Stacks) -> R) -> Option<R> {
 }
 
 #[cold]
-fn create_stacks() -> Option<*mut Stacks> {
+fn create_stacks_slow() -> Option<*mut Stacks> {
     // Register the owner first: if the thread is already tearing down, use no cache at all.
     OWNER.try_with(|_| ()).ok()?;
     let stacks = Box::into_raw(Box::new(Stacks([const { Vec::new() }; CLASSES])));
@@ -136,4 +136,54 @@ pub(crate) unsafe fn dealloc<T>(block: NonNull<T>) {
     }
     // SAFETY: per the contract, allocated by the global allocator with this layout.
     unsafe { std::alloc::dealloc(block.as_ptr().cast(), layout) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_layouts_round_trip() {
+        for class in 0..CLASSES {
+            assert_eq!(class_of(layout_of(class)), Some(class));
+        }
+        assert_eq!(class_of(Layout::new::<[u64; 3]>()), Some(2));
+        assert_eq!(
+            class_of(Layout::new::<u32>()),
+            None,
+            "align 4 is not cached"
+        );
+        assert_eq!(
+            class_of(Layout::new::<[u64; 40]>()),
+            None,
+            "larger than MAX_SIZE"
+        );
+        assert_eq!(
+            class_of(Layout::new::<u128>()),
+            None,
+            "align 16 is not cached"
+        );
+    }
+
+    #[test]
+    fn a_freed_block_is_reused_by_the_next_allocation_of_its_layout() {
+        let first = alloc::<[u64; 3]>();
+        // SAFETY: `first` came from `alloc` with this layout and holds no value.
+        unsafe { dealloc(first) };
+        let second = alloc::<[u64; 3]>();
+        assert_eq!(first, second);
+        // SAFETY: as above.
+        unsafe { dealloc(second) };
+    }
+
+    #[test]
+    fn uncached_layouts_go_to_the_global_allocator() {
+        let block = alloc::<u128>();
+        // SAFETY: fresh memory for a `u128`.
+        unsafe {
+            block.write(7);
+            assert_eq!(block.read(), 7);
+            dealloc(block);
+        }
+    }
 }

@@ -64,7 +64,7 @@ impl Clock {
                 spins += 1;
                 spin_hint();
             } else {
-                std::thread::yield_now();
+                crate::sync::yield_now();
             }
         }
         self.visible.store(stamp, Ordering::Release);

@@ -260,7 +260,7 @@ fn lock_one(lock: &VarLock, owner: u64, patient: bool) -> Option<LockWord> {
             spins += 1;
             spin_hint();
         } else if patient {
-            std::thread::yield_now();
+            crate::sync::yield_now();
         } else {
             return None;
         }

@@ -31,7 +31,9 @@ static PRIORITY: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 /// Wait while another thread holds the priority token.
 #[inline]
 pub(crate) fn wait_at_gate(owner: u64) {
-    // Acquire: the holder's release happens-before our commit proceeds.
+    // Acquire: pairs with the holder's Release when it gives the token back, so its commit's
+    // effects are ordered before ours (the lock words would order them anyway; this keeps the
+    // gate's meaning independent of that).
     let holder = PRIORITY.load(Ordering::Acquire);
     if holder != 0 && holder != owner {
         wait_at_gate_slow(owner);
@@ -42,6 +44,7 @@ pub(crate) fn wait_at_gate(owner: u64) {
 fn wait_at_gate_slow(owner: u64) {
     let mut spins = 0u32;
     loop {
+        // Acquire: as in `wait_at_gate`.
         let holder = PRIORITY.load(Ordering::Acquire);
         if holder == 0 || holder == owner {
             return;
@@ -50,7 +53,7 @@ fn wait_at_gate_slow(owner: u64) {
             spins += 1;
             spin_hint();
         } else {
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
 }
@@ -89,7 +92,7 @@ impl Contention {
         let shift = self.conflicts.min(BACKOFF_MAX_SHIFT);
         let spins = (next_random() as u32) & ((1u32 << shift) - 1);
         if spins > YIELD_ABOVE_SPINS {
-            std::thread::yield_now();
+            crate::sync::yield_now();
         } else {
             for _ in 0..spins {
                 spin_hint();

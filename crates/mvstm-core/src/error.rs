@@ -62,6 +62,11 @@ pub(crate) enum ErrorKind {
 /// Produced by [`retry`], by [`Txn::abort`](crate::Txn::abort) and by reads that find the attempt
 /// doomed. Propagate it with `?`; the runtime acts on it. Swallowing a conflict does not help: a
 /// doomed attempt never commits.
+///
+/// It deliberately does not implement `std::error::Error` (nor `Send`): it is not an error to
+/// report or handle, and it never leaves the thread and the `atomically` call that made it. The
+/// user's own error travels inside it to [`try_atomically`](crate::try_atomically), which
+/// returns it as a plain `E`.
 pub struct StmError {
     pub(crate) kind: ErrorKind,
 }

@@ -147,3 +147,46 @@ fn run_all<H>(hooks: impl Iterator<Item = H>, call: impl Fn(H)) {
         resume_unwind(panic);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[test]
+    fn on_abort_runs_lifo_and_all_run_when_one_panics() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let hooks: Vec<AbortHook> = (0..3)
+            .map(|i| {
+                let log = log.clone();
+                Box::new(move |_| {
+                    log.borrow_mut().push(i);
+                    if i == 1 {
+                        panic!("hook 1");
+                    }
+                }) as AbortHook
+            })
+            .collect();
+        let r = catch_unwind(AssertUnwindSafe(|| run_on_abort(hooks, AbortCause::Abort)));
+        assert!(r.is_err(), "the panic resumes");
+        assert_eq!(*log.borrow(), vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn a_veto_stops_on_commit_hooks_and_hands_the_rest_back() {
+        let mut hooks = Hooks::default();
+        assert!(hooks.is_empty());
+        hooks.push_on_commit(Box::new(|| Ok(())));
+        hooks.push_on_commit(Box::new(|| Err(Box::new("no") as Box<dyn Any>)));
+        hooks.push_on_commit(Box::new(|| panic!("must not run after a veto")));
+        assert!(!hooks.is_empty() && hooks.has_on_commit());
+        assert!(matches!(hooks.run_on_commit(), Err(Veto::Error(_))));
+        assert!(
+            hooks.has_on_commit(),
+            "the unrun hook is kept for a later drop"
+        );
+        hooks.clear();
+        assert!(hooks.is_empty());
+    }
+}

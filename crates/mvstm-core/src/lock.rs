@@ -92,3 +92,40 @@ impl VarLock {
         self.0.store(before.0, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_keep_stamps_and_owners_apart() {
+        let word = LockWord::unlocked(41);
+        assert!(!word.is_locked());
+        assert_eq!(word.stamp(), 41);
+        let locked = LockWord::locked_by(41);
+        assert!(locked.is_locked());
+        assert_ne!(locked, word, "a lock by owner 41 is not stamp 41");
+    }
+
+    #[test]
+    fn transitions() {
+        let lock = VarLock::new();
+        let seen = lock.load();
+        assert_eq!(seen, LockWord::unlocked(0));
+        assert!(lock.try_lock_from_unlocked(seen, 7));
+        assert_eq!(lock.load(), LockWord::locked_by(7));
+        assert!(
+            !lock.try_lock_from_unlocked(seen, 8),
+            "a locked word cannot be locked again"
+        );
+        lock.unlock_unchanged(seen);
+        assert_eq!(lock.load(), seen);
+        assert!(lock.try_lock_from_unlocked(seen, 7));
+        lock.unlock_published(5);
+        assert_eq!(lock.load(), LockWord::unlocked(5));
+        assert!(
+            !lock.try_lock_from_unlocked(seen, 7),
+            "a stale word no longer locks"
+        );
+    }
+}

@@ -181,3 +181,78 @@ impl WriteLog {
         self.shadowed = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tvar::TVar;
+
+    fn node(log: &WriteLog, i: usize) -> usize {
+        log.entries()[i].node.as_ptr() as usize
+    }
+
+    #[test]
+    fn writes_in_a_branch_shadow_and_roll_back() {
+        let (a, b) = (TVar::new(0u8), TVar::new(0u8));
+        let mut log = WriteLog::default();
+        let real = |v: u8| {
+            let n = crate::alloc::alloc::<crate::tvar::Version<u8>>();
+            // SAFETY: fresh memory for a `Version<u8>`.
+            unsafe {
+                n.write(crate::tvar::Version {
+                    stamp: 0,
+                    prev: crossbeam_epoch::Atomic::null(),
+                    value: v,
+                })
+            };
+            n.cast::<()>()
+        };
+        log.push(a.header(), real(1), false);
+        log.branch_base = log.len();
+        log.push(a.header(), real(2), true); // shadows the outer entry
+        log.push(b.header(), real(3), false);
+        assert_eq!(
+            log.find(a.header()),
+            Some(1),
+            "lookups find the newest entry"
+        );
+        log.truncate(1); // the branch retried
+        assert_eq!(log.find(a.header()), Some(0));
+        assert_eq!(log.find(b.header()), None);
+        let outer = node(&log, 0);
+        log.push(b.header(), real(4), false);
+        log.push(a.header(), real(5), true);
+        log.prepare_commit();
+        assert_eq!(log.len(), 2, "one entry per variable at commit");
+        assert!(log
+            .entries()
+            .iter()
+            .all(|e| e.node.as_ptr() as usize != outer));
+        log.clear_discarded();
+    }
+
+    #[test]
+    fn lookups_switch_to_the_index_and_back() {
+        let vars: Vec<TVar<u8>> = (0..40).map(TVar::new).collect();
+        let mut log = WriteLog::default();
+        for v in &vars {
+            let n = crate::alloc::alloc::<crate::tvar::Version<u8>>();
+            // SAFETY: fresh memory for a `Version<u8>`.
+            unsafe {
+                n.write(crate::tvar::Version {
+                    stamp: 0,
+                    prev: crossbeam_epoch::Atomic::null(),
+                    value: 0,
+                })
+            };
+            log.push(v.header(), n.cast(), false);
+        }
+        for (i, v) in vars.iter().enumerate() {
+            assert_eq!(log.find(v.header()), Some(i));
+        }
+        log.truncate(10);
+        assert_eq!(log.find(vars[5].header()), Some(5));
+        assert_eq!(log.find(vars[20].header()), None);
+        log.clear_discarded();
+    }
+}

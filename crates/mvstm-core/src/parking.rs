@@ -28,10 +28,10 @@
 
 use crate::error::StmResult;
 use crate::log::ReadEntry;
+use crate::sync::Mutex;
 use crate::sync::Ordering;
 use crate::tvar::{ErasedRef, Header};
 use crate::txn::Txn;
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -258,9 +258,9 @@ impl Wait {
                 None => None,
             };
             match (nap, until_deadline) {
-                (Some(a), Some(b)) => std::thread::park_timeout(a.min(b)),
-                (Some(t), None) | (None, Some(t)) => std::thread::park_timeout(t),
-                (None, None) => std::thread::park(),
+                (Some(a), Some(b)) => crate::sync::park_timeout(a.min(b)),
+                (Some(t), None) | (None, Some(t)) => crate::sync::park_timeout(t),
+                (None, None) => crate::sync::park(),
             }
         }
         start.elapsed()

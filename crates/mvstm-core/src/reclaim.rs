@@ -67,6 +67,7 @@ pub(crate) fn defer_horizon_advance(guard: &Guard) {
 /// The caller holds the lock of the TVar `header` (whose chain `from` is in) and is pinned by
 /// `guard`.
 pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &Guard) {
+    // Acquire: pairs with the Release `fetch_max` of the deferred advance (see module docs).
     let horizon = HORIZON.load(Ordering::Acquire);
     // Relaxed: only the lock holder reads or writes the counter, and the lock orders holders.
     let writes = header.writes_since_trim.load(Ordering::Relaxed) + 1;
@@ -98,6 +99,7 @@ pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &G
             header.writes_since_trim.store(0, Ordering::Relaxed);
             return;
         }
+        // Acquire: the older node was published with Release before it was linked below.
         cur = version.prev.load(Ordering::Acquire, guard);
     }
     let writes = if limit == usize::MAX { 0 } else { writes };

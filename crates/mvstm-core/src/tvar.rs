@@ -175,6 +175,8 @@ impl<T> TVar<T> {
     /// is `<= rv`, see `reclaim.rs`); the returned borrow must not outlive the pin.
     #[inline]
     pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> &'g Version<T> {
+        // Acquire (here and on `prev`): pairs with the Release store that published each node,
+        // so its stamp, value and link are initialised before we read them.
         let mut cur = self.inner().head.load(Ordering::Acquire, guard);
         loop {
             // SAFETY: (1) heads and `prev` links are never null down to the version a snapshot
@@ -354,6 +356,7 @@ unsafe fn head_stamp<T>(header: NonNull<Header>) -> u64 {
     let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
     let guard = epoch::pin();
     // SAFETY: pinned; a head is never null and a version's stamp is immutable once published.
+    // Acquire: pairs with the Release head store of `publish`, so the stamp is initialised.
     unsafe { inner.head.load(Ordering::Acquire, &guard).deref().stamp }
 }
 

@@ -139,6 +139,7 @@ impl Txn {
     pub fn read<T: Clone + Send + Sync + 'static>(&mut self, var: &TVar<T>) -> StmResult<T> {
         // Fast path: nothing buffered, and the newest version is in the snapshot.
         if self.writes.is_empty() && !self.doomed {
+            // Acquire: pairs with the Release head store of `publish` (node fields initialised).
             // SAFETY: pinned for the attempt; a head is never null.
             let head = unsafe {
                 var.inner()
@@ -172,6 +173,7 @@ impl Txn {
         }
         let guard = self.pinned();
         // SAFETY: pinned for the attempt; a head is never null.
+        // Acquire: pairs with the Release head store of `publish` (node fields initialised).
         let head = unsafe { var.inner().head.load(Ordering::Acquire, guard).deref() };
         let version = if head.stamp <= self.rv {
             head
@@ -202,6 +204,7 @@ impl Txn {
         }
         // SAFETY: pinned for the attempt and `rv` is a snapshot taken while pinned.
         let version = unsafe { var.version_at(self.rv, self.pinned()) };
+        // Acquire: as in `read`.
         // SAFETY: as above; the head is never null.
         let head = unsafe {
             var.inner()
@@ -236,7 +239,7 @@ impl Txn {
                 spins += 1;
                 crate::sync::spin_hint();
             } else {
-                std::thread::yield_now();
+                crate::sync::yield_now();
             }
             now = crate::clock::CLOCK.snapshot();
         }
@@ -250,7 +253,7 @@ impl Txn {
             let lock = unsafe { &r.header.as_ref().lock };
             let mut word = lock.load();
             while patient && word.is_locked() {
-                std::thread::yield_now();
+                crate::sync::yield_now();
                 word = lock.load();
             }
             word == LockWord::unlocked(r.stamp)
