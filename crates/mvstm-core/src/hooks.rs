@@ -85,9 +85,15 @@ impl Hooks {
         !self.on_commit.is_empty()
     }
 
-    /// Take the `after_commit` hooks of a committed attempt and forget the others.
-    pub(crate) fn take_after_commit(&mut self) -> Vec<AfterHook> {
-        std::mem::take(self).after_commit
+    /// Run the `after_commit` hooks of a committed attempt (FIFO, all of them, then the first
+    /// panic resumes) and forget the others, keeping every list's capacity for the thread's
+    /// next transaction. The hooks cannot reach this `Hooks` (it lives in the thread's cached
+    /// `Txn`, which user code never sees), so running them while it is borrowed is fine.
+    pub(crate) fn run_after_commit(&mut self) {
+        self.on_abort.clear();
+        self.on_commit.clear();
+        self.registered = false;
+        run_all(self.after_commit.drain(..), |hook| hook());
     }
 
     /// Take the `on_abort` hooks of an abandoned attempt, and the others, which are not run but
@@ -124,11 +130,6 @@ impl Hooks {
         }
         Ok(())
     }
-}
-
-/// Run `after_commit` hooks FIFO; all run, then the first panic resumes.
-pub(crate) fn run_after_commit(hooks: Vec<AfterHook>) {
-    run_all(hooks.into_iter(), |hook| hook());
 }
 
 /// Run `on_abort` hooks LIFO; all run, then the first panic resumes.

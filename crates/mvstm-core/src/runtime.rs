@@ -405,7 +405,7 @@ impl Txn {
         if self.hooks.is_empty() {
             return;
         }
-        hooks::run_after_commit(self.hooks.take_after_commit());
+        self.hooks.run_after_commit();
     }
 
     /// Flush this thread's epoch bag (with the horizon advance in it) to the global queue.
