@@ -24,6 +24,9 @@ pub use mvstm_core::{
     atomically, retry, try_atomically, AbortCause, AnyTVar, StmError, StmResult, TVar, Txn,
 };
 
+/// Transactional collections and coordination: queues (see the `mvstm-collections` crate).
+pub use mvstm_collections as collections;
+
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -1,0 +1,27 @@
+//! Transactional collections and coordination structures for mvstm.
+//!
+//! Every structure keeps its state in TVars and every operation takes the transaction, so they
+//! compose with each other and with any other TVar work inside one `atomically`. They are built
+//! on the public API of `mvstm-core` only. Each is designed so that independent users do not
+//! conflict: the two ends of a queue live in different TVars.
+//!
+//! ```
+//! use mvstm::atomically;
+//! use mvstm::collections::{TBQueue, TQueue};
+//! let (jobs, done) = (TQueue::new(), TBQueue::new(8));
+//! atomically(|tx| jobs.push(tx, 21));
+//! // Move a job from one queue to the other atomically: never lost, never duplicated.
+//! atomically(|tx| {
+//!     let job = jobs.pop(tx)?;
+//!     done.push(tx, job * 2)
+//! });
+//! assert_eq!(atomically(|tx| done.pop(tx)), 42);
+//! ```
+
+#![warn(missing_docs, unreachable_pub)]
+
+mod bqueue;
+mod queue;
+
+pub use bqueue::{Full, TBQueue};
+pub use queue::TQueue;
