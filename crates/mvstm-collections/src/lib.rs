@@ -21,7 +21,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod bqueue;
+mod mvar;
 mod queue;
+mod semaphore;
 
 pub use bqueue::{Full, TBQueue};
+pub use mvar::TMVar;
 pub use queue::TQueue;
+pub use semaphore::TSemaphore;

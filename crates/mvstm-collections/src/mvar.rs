@@ -1,0 +1,105 @@
+//! `TMVar`: a slot that is empty or full, with blocking `take` and `put` (GHC's `TMVar`).
+
+use mvstm_core::{retry, StmResult, TVar, Txn};
+
+/// A transactional slot: `take` retries (blocks) while it is empty, `put` while it is full.
+///
+/// A one-item handoff between threads, a lock that carries a value, or a one-shot result.
+///
+/// ```
+/// use mvstm::{atomically, collections::TMVar};
+/// let slot = TMVar::new_empty();
+/// atomically(|tx| slot.put(tx, 5));
+/// assert_eq!(atomically(|tx| slot.try_put(tx, 6)), Err(6)); // full: the value comes back
+/// assert_eq!(atomically(|tx| slot.take(tx)), 5);
+/// assert!(atomically(|tx| slot.is_empty(tx)));
+/// ```
+pub struct TMVar<T: Clone + Send + Sync + 'static> {
+    slot: TVar<Option<T>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> TMVar<T> {
+    /// A full slot holding `value`.
+    pub fn new(value: T) -> TMVar<T> {
+        TMVar {
+            slot: TVar::new(Some(value)),
+        }
+    }
+
+    /// An empty slot.
+    pub fn new_empty() -> TMVar<T> {
+        TMVar {
+            slot: TVar::new(None),
+        }
+    }
+
+    /// Take the value, leaving the slot empty; retries (blocks) while it is empty.
+    pub fn take(&self, tx: &mut Txn) -> StmResult<T> {
+        match tx.replace(&self.slot, None)? {
+            Some(value) => Ok(value),
+            None => retry(),
+        }
+    }
+
+    /// Take the value if there is one.
+    pub fn try_take(&self, tx: &mut Txn) -> StmResult<Option<T>> {
+        let value = tx.read(&self.slot)?;
+        if value.is_some() {
+            tx.write(&self.slot, None)?;
+        }
+        Ok(value)
+    }
+
+    /// Fill the slot; retries (blocks) while it is full.
+    pub fn put(&self, tx: &mut Txn, value: T) -> StmResult<()> {
+        match self.try_put(tx, value)? {
+            Ok(()) => Ok(()),
+            Err(_) => retry(),
+        }
+    }
+
+    /// Fill the slot, or give the value back in `Err` if it is full.
+    pub fn try_put(&self, tx: &mut Txn, value: T) -> StmResult<Result<(), T>> {
+        if tx.read(&self.slot)?.is_some() {
+            return Ok(Err(value));
+        }
+        tx.write(&self.slot, Some(value))?;
+        Ok(Ok(()))
+    }
+
+    /// The value without taking it; retries (blocks) while the slot is empty.
+    pub fn read(&self, tx: &mut Txn) -> StmResult<T> {
+        match tx.read(&self.slot)? {
+            Some(value) => Ok(value),
+            None => retry(),
+        }
+    }
+
+    /// Replace the value and return the old one; retries (blocks) while the slot is empty.
+    pub fn swap(&self, tx: &mut Txn, value: T) -> StmResult<T> {
+        let old = self.take(tx)?;
+        tx.write(&self.slot, Some(value))?;
+        Ok(old)
+    }
+
+    /// Whether the slot is empty.
+    pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
+        Ok(tx.read(&self.slot)?.is_none())
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Clone for TMVar<T> {
+    /// Another handle to the same slot.
+    fn clone(&self) -> Self {
+        TMVar {
+            slot: self.slot.clone(),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> std::fmt::Debug for TMVar<T> {
+    /// Shows nothing of the value: reading it takes a transaction.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TMVar").finish_non_exhaustive()
+    }
+}
