@@ -3,7 +3,8 @@
 //! Every structure keeps its state in TVars and every operation takes the transaction, so they
 //! compose with each other and with any other TVar work inside one `atomically`. They are built
 //! on the public API of `mvstm-core` only. Each is designed so that independent users do not
-//! conflict: the two ends of a queue live in different TVars.
+//! conflict: the two ends of a queue live in different TVars, and each bucket of a map is its
+//! own TVar.
 //!
 //! ```
 //! use mvstm::atomically;
@@ -21,11 +22,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod bqueue;
+mod map;
 mod mvar;
 mod queue;
 mod semaphore;
 
 pub use bqueue::{Full, TBQueue};
+pub use map::TMap;
 pub use mvar::TMVar;
 pub use queue::TQueue;
 pub use semaphore::TSemaphore;

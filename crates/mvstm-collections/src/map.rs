@@ -1,0 +1,249 @@
+//! `TMap`: a transactional hash map whose writers of different keys do not conflict.
+//!
+//! The map is a table of buckets, each bucket its own TVar holding a small persistent vector
+//! (`Arc<Vec<(K, V)>>`: a read clones the `Arc`, an update copies one bucket). Writers of keys in
+//! different buckets touch disjoint TVars, so they commit without conflict; there is no global
+//! counter for them to meet on (`len` adds the buckets up instead).
+//!
+//! The table itself sits in a TVar that every operation reads and only a resize writes. When an
+//! insert leaves its bucket longer than `MAX_BUCKET` entries, it doubles the table in the same
+//! transaction, rehashing every entry. That transaction conflicts with the others once; the
+//! table grows until buckets stay short, so resizes become rare.
+
+use mvstm_core::{StmResult, TVar, Txn};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+/// Buckets of a new map.
+const INITIAL_BUCKETS: usize = 64;
+
+/// A bucket longer than this after an insert doubles the table.
+const MAX_BUCKET: usize = 4;
+
+type Bucket<K, V> = Arc<Vec<(K, V)>>;
+
+struct Table<K, V> {
+    buckets: Box<[TVar<Bucket<K, V>>]>,
+}
+
+/// A transactional hash map.
+///
+/// ```
+/// use mvstm::{atomically, collections::TMap};
+/// let m: TMap<String, u64> = TMap::new();
+/// let prev = atomically(|tx| m.insert(tx, "k".to_string(), 1));
+/// assert_eq!(prev, None);
+/// assert_eq!(atomically(|tx| m.get(tx, &"k".to_string())), Some(1));
+/// atomically(|tx| m.update(tx, "k".to_string(), |v| v.map(|n| n + 1)));
+/// assert_eq!(atomically(|tx| m.remove(tx, &"k".to_string())), Some(2));
+/// assert_eq!(atomically(|tx| m.len(tx)), 0);
+/// ```
+pub struct TMap<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    table: TVar<Arc<Table<K, V>>>,
+    hasher: RandomState,
+}
+
+impl<K, V> TMap<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// An empty map.
+    pub fn new() -> TMap<K, V> {
+        TMap {
+            table: TVar::new(Arc::new(Table::new(INITIAL_BUCKETS))),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn bucket<'t>(&self, table: &'t Table<K, V>, key: &K) -> &'t TVar<Bucket<K, V>> {
+        let hash = self.hasher.hash_one(key);
+        &table.buckets[(hash as usize) & (table.buckets.len() - 1)]
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, tx: &mut Txn, key: &K) -> StmResult<Option<V>> {
+        let table = tx.read(&self.table)?;
+        let bucket = tx.read(self.bucket(&table, key))?;
+        Ok(bucket
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone()))
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, tx: &mut Txn, key: &K) -> StmResult<bool> {
+        let table = tx.read(&self.table)?;
+        let bucket = tx.read(self.bucket(&table, key))?;
+        Ok(bucket.iter().any(|(k, _)| k == key))
+    }
+
+    /// Insert `value` under `key`; the value it replaces, if any.
+    pub fn insert(&self, tx: &mut Txn, key: K, value: V) -> StmResult<Option<V>> {
+        let mut old = None;
+        self.update(tx, key, |current| {
+            old = current;
+            Some(value)
+        })?;
+        Ok(old)
+    }
+
+    /// Remove `key`; its value, if it was present.
+    pub fn remove(&self, tx: &mut Txn, key: &K) -> StmResult<Option<V>> {
+        let mut old = None;
+        self.update(tx, key.clone(), |current| {
+            old = current;
+            None
+        })?;
+        Ok(old)
+    }
+
+    /// Entry-style change: `f` gets the current value (or `None`) and returns the new one (or
+    /// `None` to remove the key). Returns the new value.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let hits: TMap<&str, u32> = TMap::new();
+    /// for _ in 0..3 {
+    ///     atomically(|tx| hits.update(tx, "/", |n| Some(n.unwrap_or(0) + 1)));
+    /// }
+    /// assert_eq!(atomically(|tx| hits.get(tx, &"/")), Some(3));
+    /// ```
+    pub fn update(
+        &self,
+        tx: &mut Txn,
+        key: K,
+        f: impl FnOnce(Option<V>) -> Option<V>,
+    ) -> StmResult<Option<V>> {
+        let table = tx.read(&self.table)?;
+        let cell = self.bucket(&table, &key);
+        let bucket = tx.read(cell)?;
+        let at = bucket.iter().position(|(k, _)| *k == key);
+        let new = f(at.map(|i| bucket[i].1.clone()));
+        let mut entries: Vec<(K, V)> = Vec::with_capacity(bucket.len() + 1);
+        entries.extend(
+            bucket
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != at)
+                .map(|(_, e)| e.clone()),
+        );
+        if let Some(v) = &new {
+            entries.push((key, v.clone()));
+        } else if at.is_none() {
+            return Ok(None); // removing an absent key: nothing to write
+        }
+        let grow = entries.len() > MAX_BUCKET;
+        tx.write(cell, Arc::new(entries))?;
+        if grow {
+            self.grow(tx, &table)?;
+        }
+        Ok(new)
+    }
+
+    /// Double the table, rehashing every entry (this transaction's writes included).
+    fn grow(&self, tx: &mut Txn, table: &Table<K, V>) -> StmResult<()> {
+        let bigger = Table::new(table.buckets.len() * 2);
+        let mut fresh: Vec<Vec<(K, V)>> = vec![Vec::new(); bigger.buckets.len()];
+        let mask = bigger.buckets.len() - 1;
+        for cell in table.buckets.iter() {
+            for (k, v) in tx.read(cell)?.iter() {
+                fresh[(self.hasher.hash_one(k) as usize) & mask].push((k.clone(), v.clone()));
+            }
+        }
+        for (cell, entries) in bigger.buckets.iter().zip(fresh) {
+            tx.write(cell, Arc::new(entries))?;
+        }
+        tx.write(&self.table, Arc::new(bigger))
+    }
+
+    /// Number of entries. Reads every bucket, so it conflicts with every writer.
+    pub fn len(&self, tx: &mut Txn) -> StmResult<usize> {
+        let table = tx.read(&self.table)?;
+        let mut n = 0;
+        for cell in table.buckets.iter() {
+            n += tx.read(cell)?.len();
+        }
+        Ok(n)
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
+        Ok(self.len(tx)? == 0)
+    }
+
+    /// Every entry, in no particular order: an atomic snapshot of the whole map (in a read-only
+    /// transaction it never aborts and never blocks writers).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| (0..3).try_for_each(|i| m.insert(tx, i, i * 10).map(drop)));
+    /// let mut all = atomically(|tx| m.snapshot(tx));
+    /// all.sort();
+    /// assert_eq!(all, vec![(0, 0), (1, 10), (2, 20)]);
+    /// ```
+    pub fn snapshot(&self, tx: &mut Txn) -> StmResult<Vec<(K, V)>> {
+        let table = tx.read(&self.table)?;
+        let mut all = Vec::new();
+        for cell in table.buckets.iter() {
+            all.extend(tx.read(cell)?.iter().cloned());
+        }
+        Ok(all)
+    }
+}
+
+impl<K, V> Table<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn new(buckets: usize) -> Table<K, V> {
+        debug_assert!(buckets.is_power_of_two());
+        Table {
+            buckets: (0..buckets)
+                .map(|_| TVar::new(Arc::new(Vec::new())))
+                .collect(),
+        }
+    }
+}
+
+impl<K, V> Default for TMap<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        TMap::new()
+    }
+}
+
+impl<K, V> Clone for TMap<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Another handle to the same map.
+    fn clone(&self) -> Self {
+        TMap {
+            table: self.table.clone(),
+            hasher: self.hasher.clone(),
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for TMap<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Shows no entries: reading them takes a transaction, and `Debug` may run inside one.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TMap").finish_non_exhaustive()
+    }
+}
