@@ -26,9 +26,11 @@ mod map;
 mod mvar;
 mod queue;
 mod semaphore;
+mod versioned;
 
 pub use bqueue::{Full, TBQueue};
 pub use map::TMap;
 pub use mvar::TMVar;
 pub use queue::TQueue;
 pub use semaphore::TSemaphore;
+pub use versioned::{StaleVersion, Versioned};
