@@ -66,7 +66,9 @@ fn main() {
             let v = edit(
                 "alice",
                 &record,
-                || drop(both_read.wait()),
+                || {
+                    both_read.wait();
+                },
                 |c| c.email = "ada@new.example".into(),
             );
             alice_saved.send(()).unwrap();
