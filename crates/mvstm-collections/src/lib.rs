@@ -22,6 +22,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod bqueue;
+mod locks;
 mod map;
 mod mvar;
 mod queue;
@@ -29,6 +30,7 @@ mod semaphore;
 mod versioned;
 
 pub use bqueue::{Full, TBQueue};
+pub use locks::{LockGuard, LockTable, NotHeld, Wait};
 pub use map::TMap;
 pub use mvar::TMVar;
 pub use queue::TQueue;
