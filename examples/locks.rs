@@ -97,7 +97,8 @@ fn main() {
                         for r in guard.resources() {
                             let holders = occ.entry(r).or_default();
                             for &(other, other_shared) in holders.iter() {
-                                if !(shared && other_shared && other == partner) {
+                                // Allowed: partners, the earlier of whom named the other.
+                                if !(other == partner && (shared || other_shared)) {
                                     violations
                                         .lock()
                                         .unwrap()
