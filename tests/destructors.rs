@@ -58,11 +58,16 @@ struct Bomb;
 
 impl Drop for Bomb {
     fn drop(&mut self) {
-        if ARMED.with(Cell::get) {
+        // Goes off once: several destructors panicking within one collection would abort the
+        // process (crossbeam-epoch runs a bag's remaining destructors while unwinding), which is
+        // why the docs ask that values' destructors not panic.
+        if ARMED.with(Cell::get) && !FIRED.swap(true, Ordering::SeqCst) {
             panic!("a deferred drop panicked");
         }
     }
 }
+
+static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[test]
 fn a_panicking_destructor_never_unwinds_through_a_commit() {
@@ -94,7 +99,8 @@ fn a_panicking_destructor_never_unwinds_through_a_commit() {
     let other = counter.clone();
     on_other_thread(move || atomically(|tx| tx.modify(&other, |t| Tracked::new(t.n + 1))));
     assert_eq!(counter.load().n, 20_002);
-    println!("{unwound} calls saw a destructor panic after their commit");
+    assert!(unwound <= 1, "the bomb goes off at most once");
+    println!("{unwound} call(s) saw a destructor panic after their commit");
 }
 
 static LIVE: OnceLock<TVar<i64>> = OnceLock::new();
@@ -141,6 +147,8 @@ fn a_destructor_may_start_a_transaction() {
     let live_now = live().load();
     assert!(live_now >= 1, "the registry's handle was dropped");
     drop(registry);
+    // Typically about a hundred. Run beside the panicking-destructor test it can be all of
+    // them: the collector abandons the batch in which a destructor panicked (docs/architecture.md).
     println!("{live_now} handles alive before the registry was dropped");
 }
 

@@ -34,6 +34,9 @@ use std::ptr::NonNull;
 
 static HORIZON: AtomicU64 = AtomicU64::new(0);
 
+/// Commits of one thread after which it flushes its epoch bag even without a horizon stamp.
+pub(crate) const FLUSH_EVERY: u32 = 256;
+
 /// Stamps between two horizon advances.
 pub(crate) const HORIZON_EVERY: u64 = 256;
 

@@ -67,6 +67,16 @@ impl Drop for CacheFree {
 
 const IN_BODY: u8 = 1;
 const FREES_QUEUED: u8 = 2;
+/// A TVar free went into crossbeam's default bag of this thread: flush it after the next
+/// attempt (flushing on every drop would cost a global push and a collection each time, and
+/// recurse when the drop itself runs inside a collection).
+const DEFAULT_BAG_DIRTY: u8 = 4;
+
+/// Note that this thread's default epoch bag holds a TVar free; the next attempt flushes it.
+#[inline]
+pub(crate) fn note_default_bag_dirty() {
+    IN_TXN.with(|f| f.set(f.get() | DEFAULT_BAG_DIRTY));
+}
 
 /// Whether a transaction body or `on_commit` hook is running on this thread. If so, the thread
 /// is pinned by that attempt, and the attempt will run the frees queued by `queue_free`.
@@ -89,8 +99,28 @@ pub(crate) fn queue_free(free: QueuedFree) {
     IN_TXN.with(|f| f.set(f.get() | FREES_QUEUED));
 }
 
-/// Defer the queued frees past every current pin and hand them to the collector.
+/// Work an attempt left for after it: queued TVar frees, a dirty default bag.
+#[inline]
+fn after_attempt(flags: u8, handle: &crossbeam_epoch::LocalHandle) {
+    if flags != 0 {
+        after_attempt_slow(flags, handle);
+    }
+}
+
 #[cold]
+fn after_attempt_slow(flags: u8, handle: &crossbeam_epoch::LocalHandle) {
+    // Clear what is handled first: if a destructor panics below, the rest stays flagged and a
+    // later attempt finishes it.
+    IN_TXN.with(|f| f.set(f.get() & !flags));
+    if flags & FREES_QUEUED != 0 {
+        run_queued_frees(handle);
+    }
+    if flags & DEFAULT_BAG_DIRTY != 0 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+/// Defer the queued frees past every current pin and hand them to the collector.
 fn run_queued_frees(handle: &crossbeam_epoch::LocalHandle) {
     let frees = QUEUED_FREES.with(|q| std::mem::take(&mut *q.borrow_mut()));
     let guard = handle.pin();
@@ -111,15 +141,19 @@ struct InTxn;
 impl InTxn {
     #[inline]
     fn enter() -> InTxn {
-        IN_TXN.with(|f| f.set(IN_BODY));
+        IN_TXN.with(|f| f.set(f.get() | IN_BODY));
         InTxn
     }
 
-    /// Leave the transaction; whether frees were queued meanwhile.
+    /// Leave the transaction; the other flags that are set (they stay set until handled).
     #[inline]
-    fn exit(self) -> bool {
+    fn exit(self) -> u8 {
         std::mem::forget(self);
-        IN_TXN.with(|f| f.replace(0)) & FREES_QUEUED != 0
+        IN_TXN.with(|f| {
+            let flags = f.get() & !IN_BODY;
+            f.set(flags);
+            flags
+        })
     }
 }
 
@@ -304,13 +338,14 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
             Ok(value) => tx.commit().map(|()| value).map_err(Failed::Commit),
             Err(signal) => Err(Failed::Signal(signal)),
         }));
-        if in_txn.exit() {
-            run_queued_frees(&tx.handle);
-        }
+        // Work the attempt left (queued TVar frees, a bag to flush) runs once the attempt is
+        // finished or abandoned, after its hooks: it may run other values' destructors.
+        let flags = in_txn.exit();
         let outcome = match attempt {
             Ok(Ok(value)) => {
                 contention.release();
                 tx.finish_committed();
+                after_attempt(flags, &tx.handle);
                 return Ok(value);
             }
             Ok(Err(Failed::Commit(CommitError::Conflict))) => Abandon::Conflict,
@@ -332,6 +367,7 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
             Abandon::Conflict => {
                 tx.update_hint |= !tx.writes.is_empty();
                 tx.abandon(AbortCause::Conflict);
+                after_attempt(flags, &tx.handle);
                 contention.on_conflict();
             }
             Abandon::Retry(kind) => {
@@ -343,6 +379,7 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                 let txn = &mut *tx;
                 let wait = Wait::register(&mut txn.wait, &txn.reads);
                 tx.abandon(AbortCause::Retry);
+                after_attempt(flags, &tx.handle);
                 if wait.is_endless() {
                     panic!(
                         "retry would block forever: the attempt read no TVar and named none to \
@@ -353,10 +390,12 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
             }
             Abandon::Abort(e) => {
                 tx.abandon(AbortCause::Abort);
+                after_attempt(flags, &tx.handle);
                 return Err(e);
             }
             Abandon::Panic(p) => {
                 tx.abandon(AbortCause::Panic);
+                after_attempt(flags, &tx.handle);
                 resume_unwind(p);
             }
         }
@@ -414,6 +453,7 @@ impl Txn {
     #[cold]
     fn flush_deferred(&mut self) {
         self.flush_due = false;
+        self.commits_since_flush = 0;
         self.handle.pin().flush();
     }
 

@@ -318,10 +318,10 @@ unsafe fn release_ref(header: NonNull<Header>) {
     unsafe {
         guard.defer_unchecked(move || destroy(NonNull::new_unchecked(addr as *mut Header)));
     }
-    // Hand the bag to the global queue now: this thread's default epoch handle may never pin
-    // again (transactions pin through their own handle), and a bag that is never flushed keeps
-    // the variable until the thread exits.
-    guard.flush();
+    // This thread's default epoch handle may never pin again (transactions pin through their
+    // own handle), and a bag that is never flushed keeps the variable until the thread exits:
+    // the thread's next transaction flushes it.
+    crate::runtime::note_default_bag_dirty();
 }
 
 /// # Safety

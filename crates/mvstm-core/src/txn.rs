@@ -82,6 +82,8 @@ pub struct Txn {
     /// This attempt committed the stamp that advances the horizon: flush the epoch bag after
     /// the commit (`reclaim.rs`).
     pub(crate) flush_due: bool,
+    /// Commits since this thread last flushed its epoch bag.
+    pub(crate) commits_since_flush: u32,
 }
 
 impl Txn {
@@ -105,6 +107,7 @@ impl Txn {
             attempt: 0,
             blocked: Duration::ZERO,
             flush_due: false,
+            commits_since_flush: 0,
         }
     }
 
