@@ -24,7 +24,8 @@ pub use mvstm_core::{
     atomically, retry, try_atomically, AbortCause, AnyTVar, StmError, StmResult, TVar, Txn,
 };
 
-/// Transactional collections and coordination: queues (see the `mvstm-collections` crate).
+/// Transactional collections and coordination: queues, map, `TMVar`, semaphore, lock table,
+/// versioned records (the `mvstm-collections` crate).
 pub use mvstm_collections as collections;
 
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
