@@ -185,10 +185,11 @@ fn every_item_is_delivered_exactly_once_with_two_producers_and_two_consumers() {
                 })
             })
             .collect();
+        // Bounded: a lost item would leave a consumer blocked, which fails here instead of hanging.
         let consumers: Vec<_> = (0..2)
             .map(|_| {
                 let pop = pop.clone();
-                thread::spawn(move || {
+                spawn_reporting(move || {
                     (0..PER_PRODUCER)
                         .map(|_| atomically(|tx| pop(tx)))
                         .collect::<Vec<u32>>()
@@ -200,7 +201,7 @@ fn every_item_is_delivered_exactly_once_with_two_producers_and_two_consumers() {
         }
         let mut seen = HashSet::new();
         for c in consumers {
-            let got = c.join().unwrap();
+            let got = finish(&c, "a consumer (an item lost?)");
             // Per producer, items arrive in the order they were pushed.
             for p in 0..2 {
                 let mine: Vec<u32> = got
@@ -355,4 +356,46 @@ fn capacity_zero_is_refused_clearly() {
         msg.contains("capacity of at least 1") && msg.contains("TMVar"),
         "{msg}"
     );
+}
+
+#[test]
+fn consumed_items_are_freed() {
+    // A long run of push/pop pairs through a queue that never holds more than one item: every
+    // consumed item is eventually dropped (an earlier design linked a TVar per item, and the
+    // chain was freed one link per reclamation round, so nearly every item stayed allocated).
+    let drops = common::DropCounter::new();
+    let unbounded = TQueue::new();
+    let bounded = TBQueue::new(4);
+    for i in 0..100_000u64 {
+        atomically(|tx| unbounded.push(tx, drops.value(i)));
+        drop(atomically(|tx| unbounded.pop(tx)));
+        atomically(|tx| bounded.push(tx, drops.value(i)));
+        drop(atomically(|tx| bounded.pop(tx)));
+    }
+    let settled = common::drive_reclamation(|| drops.live() <= 1_024);
+    assert!(
+        settled,
+        "{} of 200,000 consumed items still allocated",
+        drops.live()
+    );
+    drop((unbounded, bounded));
+    drops.assert_all_dropped("after the queues were dropped");
+}
+
+#[test]
+fn the_unbounded_queue_grows_and_keeps_its_order() {
+    let q = TQueue::new();
+    // Interleave so that the ring wraps before it grows, several times over.
+    let mut expected = VecDeque::new();
+    for round in 0..10u32 {
+        for i in 0..(round * 37) {
+            atomically(|tx| q.push(tx, round * 1_000 + i));
+            expected.push_back(round * 1_000 + i);
+        }
+        for _ in 0..(round * 20) {
+            assert_eq!(atomically(|tx| q.try_pop(tx)), expected.pop_front());
+        }
+    }
+    assert_eq!(atomically(|tx| q.len(tx)), expected.len());
+    assert_eq!(atomically(|tx| q.drain(tx)), Vec::from(expected));
 }

@@ -1,17 +1,17 @@
 //! `TBQueue`: a bounded FIFO queue.
 //!
-//! The items live in a [`TQueue`]; the capacity is tracked as in GHC's `TBQueue`, with one
-//! counter per end. The producer side counts the room it knows of (`room`) and takes one for
-//! each push; the consumer side counts the slots it freed (`freed`). Only when `room` runs out
-//! does a producer read `freed` and move it over, so producers and consumers of a queue that is
-//! neither empty nor full touch disjoint TVars and do not conflict.
+//! The items sit in a ring of exactly `capacity` slot TVars (`ring.rs`). A push fills the slot
+//! under the producer's index and a pop empties the slot under the consumer's, so producers and
+//! consumers of a queue that is neither empty nor full touch disjoint TVars; a push finds the
+//! ring full by the slot under its index still being full, without reading the consumer side
+//! (the role of GHC's split capacity counters).
 //!
 //! Capacity 0 is refused with a panic at construction: a transactional rendezvous would need the
 //! producer to wait for a consumer after its own commit, which no single transaction can express.
 //! A [`TMVar`](crate::TMVar) is the one-slot handoff.
 
-use crate::TQueue;
-use mvstm_core::{retry, StmResult, TVar, Txn};
+use crate::ring::Ring;
+use mvstm_core::{retry, StmResult, Txn};
 use std::fmt;
 
 /// A bounded transactional FIFO queue: `push` retries (blocks) while it is full.
@@ -28,17 +28,20 @@ use std::fmt;
 /// assert_eq!(atomically(|tx| q.try_push(tx, 'c')), Ok(()));
 /// ```
 pub struct TBQueue<T: Clone + Send + Sync + 'static> {
-    items: TQueue<T>,
-    /// Free slots known to the producer side.
-    room: TVar<usize>,
-    /// Slots freed by the consumer side since the producers last collected them.
-    freed: TVar<usize>,
+    ring: Ring<T>,
     capacity: usize,
 }
 
 /// The value a `try_push` on a full queue could not take, given back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Full<T>(pub T);
+
+impl<T> Full<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
 
 impl<T> fmt::Debug for Full<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,9 +69,7 @@ impl<T: Clone + Send + Sync + 'static> TBQueue<T> {
             "a TBQueue needs a capacity of at least 1; for a one-slot handoff use a TMVar"
         );
         TBQueue {
-            items: TQueue::new(),
-            room: TVar::new(capacity),
-            freed: TVar::new(0),
+            ring: Ring::new(capacity, false),
             capacity,
         }
     }
@@ -88,70 +89,53 @@ impl<T: Clone + Send + Sync + 'static> TBQueue<T> {
 
     /// Append `value` at the back, or give it back in `Err(Full(value))` if the queue is full.
     pub fn try_push(&self, tx: &mut Txn, value: T) -> StmResult<Result<(), Full<T>>> {
-        let room = tx.read(&self.room)?;
-        if room > 0 {
-            tx.write(&self.room, room - 1)?;
-        } else {
-            // Out of known room: collect what consumers freed (the one place the ends meet).
-            let freed = tx.read(&self.freed)?;
-            if freed == 0 {
-                return Ok(Err(Full(value)));
-            }
-            tx.write(&self.freed, 0)?;
-            tx.write(&self.room, freed - 1)?;
-        }
-        self.items.push(tx, value)?;
-        Ok(Ok(()))
+        Ok(self.ring.try_push(tx, value)?.map_err(Full))
     }
 
     /// Remove and return the front item; retries (blocks) while the queue is empty.
     pub fn pop(&self, tx: &mut Txn) -> StmResult<T> {
-        let value = self.items.pop(tx)?;
-        tx.modify(&self.freed, |n| n + 1)?;
-        Ok(value)
+        match self.ring.try_pop(tx)? {
+            Some(value) => Ok(value),
+            None => retry(),
+        }
     }
 
     /// Remove and return the front item, or `None` if the queue is empty.
     pub fn try_pop(&self, tx: &mut Txn) -> StmResult<Option<T>> {
-        let value = self.items.try_pop(tx)?;
-        if value.is_some() {
-            tx.modify(&self.freed, |n| n + 1)?;
-        }
-        Ok(value)
+        self.ring.try_pop(tx)
     }
 
     /// The front item without removing it; retries (blocks) while the queue is empty.
     pub fn peek(&self, tx: &mut Txn) -> StmResult<T> {
-        self.items.peek(tx)
+        match self.ring.try_peek(tx)? {
+            Some(value) => Ok(value),
+            None => retry(),
+        }
     }
 
     /// The front item without removing it, or `None` if the queue is empty.
     pub fn try_peek(&self, tx: &mut Txn) -> StmResult<Option<T>> {
-        self.items.try_peek(tx)
+        self.ring.try_peek(tx)
     }
 
-    /// Number of items (conflicts with pushes and pops, like [`TQueue::len`]).
+    /// Number of items (reads both ends, so it conflicts with pushes and pops).
     pub fn len(&self, tx: &mut Txn) -> StmResult<usize> {
-        self.items.len(tx)
+        self.ring.len(tx)
     }
 
-    /// Whether the queue is empty.
+    /// Whether the queue is empty (reads the consumer side only).
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
-        self.items.is_empty(tx)
+        self.ring.is_empty(tx)
     }
 
-    /// Whether the queue holds `capacity` items.
+    /// Whether the queue holds `capacity` items (reads the producer side only).
     pub fn is_full(&self, tx: &mut Txn) -> StmResult<bool> {
-        Ok(tx.read(&self.room)? == 0 && tx.read(&self.freed)? == 0)
+        self.ring.is_full(tx)
     }
 
     /// Remove and return every item, front first (never retries).
     pub fn drain(&self, tx: &mut Txn) -> StmResult<Vec<T>> {
-        let items = self.items.drain(tx)?;
-        if !items.is_empty() {
-            tx.modify(&self.freed, |n| n + items.len())?;
-        }
-        Ok(items)
+        self.ring.drain(tx)
     }
 }
 
@@ -159,9 +143,7 @@ impl<T: Clone + Send + Sync + 'static> Clone for TBQueue<T> {
     /// Another handle to the same queue.
     fn clone(&self) -> Self {
         TBQueue {
-            items: self.items.clone(),
-            room: self.room.clone(),
-            freed: self.freed.clone(),
+            ring: self.ring.clone(),
             capacity: self.capacity,
         }
     }

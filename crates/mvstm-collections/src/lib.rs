@@ -3,8 +3,8 @@
 //! Every structure keeps its state in TVars and every operation takes the transaction, so they
 //! compose with each other and with any other TVar work inside one `atomically`. They are built
 //! on the public API of `mvstm-core` only. Each is designed so that independent users do not
-//! conflict: the two ends of a queue live in different TVars, and each bucket of a map is its
-//! own TVar.
+//! conflict: the two ends of a queue touch different slot TVars, and each bucket of a map is
+//! its own TVar.
 //!
 //! ```
 //! use mvstm::atomically;
@@ -26,6 +26,7 @@ mod locks;
 mod map;
 mod mvar;
 mod queue;
+mod ring;
 mod semaphore;
 mod versioned;
 

@@ -1,20 +1,14 @@
 //! `TQueue`: an unbounded FIFO queue whose two ends live in different TVars.
 //!
-//! The queue is a linked list of TVar cells, like GHC's `TChan`: `read` points at the oldest
-//! cell, `write` at the *hole*, an empty cell at the end. A push fills the hole and links a new
-//! one; a pop takes the oldest full cell and moves `read` along. When the queue is not empty the
-//! two ends touch disjoint TVars (the consumer never reads the hole, the producer never reads
-//! `read` or a full cell), so a producer and a consumer do not conflict. The length is kept in
-//! two counters, one per end, for the same reason.
+//! The items sit in a ring of slot TVars (`ring.rs`) that doubles when a push finds it full. A
+//! producer and a consumer of a queue that is neither empty nor full touch disjoint TVars, so
+//! they do not conflict.
 
-use mvstm_core::{retry, StmResult, TVar, Txn};
+use crate::ring::Ring;
+use mvstm_core::{retry, StmResult, Txn};
 
-/// A cell of the list: the hole at the end, or an item and the link to the next cell.
-#[derive(Clone)]
-enum Node<T> {
-    Hole,
-    Item(T, TVar<Node<T>>),
-}
+/// Slots of a new queue's ring.
+const INITIAL_CAPACITY: usize = 16;
 
 /// An unbounded transactional FIFO queue.
 ///
@@ -34,34 +28,23 @@ enum Node<T> {
 /// assert_eq!(atomically(|tx| q.try_pop(tx)), None);
 /// ```
 pub struct TQueue<T: Clone + Send + Sync + 'static> {
-    /// The oldest cell (the hole when empty). Consumer side.
-    read: TVar<TVar<Node<T>>>,
-    /// The hole at the end. Producer side.
-    write: TVar<TVar<Node<T>>>,
-    /// Items ever pushed (producer side) and popped (consumer side).
-    pushed: TVar<u64>,
-    popped: TVar<u64>,
+    ring: Ring<T>,
 }
 
 impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// An empty queue.
     pub fn new() -> TQueue<T> {
-        let hole = TVar::new(Node::Hole);
         TQueue {
-            read: TVar::new(hole.clone()),
-            write: TVar::new(hole),
-            pushed: TVar::new(0),
-            popped: TVar::new(0),
+            ring: Ring::new(INITIAL_CAPACITY, true),
         }
     }
 
     /// Append `value` at the back.
     pub fn push(&self, tx: &mut Txn, value: T) -> StmResult<()> {
-        let hole = tx.read(&self.write)?;
-        let next = TVar::new(Node::Hole);
-        tx.write(&hole, Node::Item(value, next.clone()))?;
-        tx.write(&self.write, next)?;
-        tx.modify(&self.pushed, |n| n + 1)
+        match self.ring.try_push(tx, value)? {
+            Ok(()) => Ok(()),
+            Err(_) => unreachable!("a growable ring always takes the value"),
+        }
     }
 
     /// Remove and return the front item; retries (blocks) while the queue is empty.
@@ -80,15 +63,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(atomically(|tx| q.try_pop(tx)), None);
     /// ```
     pub fn try_pop(&self, tx: &mut Txn) -> StmResult<Option<T>> {
-        let front = tx.read(&self.read)?;
-        match tx.read(&front)? {
-            Node::Hole => Ok(None),
-            Node::Item(value, next) => {
-                tx.write(&self.read, next)?;
-                tx.modify(&self.popped, |n| n + 1)?;
-                Ok(Some(value))
-            }
-        }
+        self.ring.try_pop(tx)
     }
 
     /// The front item without removing it; retries (blocks) while the queue is empty.
@@ -109,25 +84,18 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
 
     /// The front item without removing it, or `None` if the queue is empty.
     pub fn try_peek(&self, tx: &mut Txn) -> StmResult<Option<T>> {
-        let front = tx.read(&self.read)?;
-        match tx.read(&front)? {
-            Node::Hole => Ok(None),
-            Node::Item(value, _) => Ok(Some(value)),
-        }
+        self.ring.try_peek(tx)
     }
 
     /// Number of items. Reads both ends' counters, so it conflicts with pushes and pops.
     pub fn len(&self, tx: &mut Txn) -> StmResult<usize> {
-        let pushed = tx.read(&self.pushed)?;
-        let popped = tx.read(&self.popped)?;
-        Ok((pushed - popped) as usize)
+        self.ring.len(tx)
     }
 
-    /// Whether the queue is empty. Reads only the front cell, so a consumer can check it
+    /// Whether the queue is empty. Reads only the consumer side, so a consumer can check it
     /// without conflicting with producers of a non-empty queue.
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
-        let front = tx.read(&self.read)?;
-        Ok(matches!(tx.read(&front)?, Node::Hole))
+        self.ring.is_empty(tx)
     }
 
     /// Remove and return every item, front first (empty if the queue is empty; never retries).
@@ -139,11 +107,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(atomically(|tx| q.drain(tx)), vec![1, 2, 3]);
     /// ```
     pub fn drain(&self, tx: &mut Txn) -> StmResult<Vec<T>> {
-        let mut items = Vec::new();
-        while let Some(value) = self.try_pop(tx)? {
-            items.push(value);
-        }
-        Ok(items)
+        self.ring.drain(tx)
     }
 }
 
@@ -157,10 +121,7 @@ impl<T: Clone + Send + Sync + 'static> Clone for TQueue<T> {
     /// Another handle to the same queue.
     fn clone(&self) -> Self {
         TQueue {
-            read: self.read.clone(),
-            write: self.write.clone(),
-            pushed: self.pushed.clone(),
-            popped: self.popped.clone(),
+            ring: self.ring.clone(),
         }
     }
 }
