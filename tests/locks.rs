@@ -247,3 +247,29 @@ fn a_blocking_request_waits_and_a_non_blocking_one_reports() {
     );
     assert_eq!(atomically(|tx| table.holders(tx, &2)), vec!["second"]);
 }
+
+#[test]
+fn nested_guards_and_partial_unlocks_release_only_their_own_resources() {
+    let table: LockTable<&str, u32> = LockTable::new();
+    let outer = table.scoped(&["a", "b"], 1, &[], Wait::Block).unwrap();
+    {
+        // The inner guard takes only "c" anew: "b" was already held by the outer one.
+        let inner = table.scoped(&["b", "c"], 1, &[], Wait::Block).unwrap();
+        assert_eq!(inner.resources(), ["c"]);
+    }
+    assert_eq!(
+        atomically(|tx| table.holders(tx, &"b")),
+        vec![1],
+        "the inner guard released b"
+    );
+    assert!(atomically(|tx| table.holders(tx, &"c")).is_empty());
+    // An explicit unlock of part of a guard's resources: the guard releases the rest.
+    assert_eq!(atomically(|tx| table.unlock(tx, &["a"], 1)), Ok(()));
+    drop(outer);
+    for r in ["a", "b", "c"] {
+        assert!(
+            atomically(|tx| table.holders(tx, &r)).is_empty(),
+            "{r} leaked"
+        );
+    }
+}

@@ -55,23 +55,22 @@ where
 #[derive(Clone, PartialEq, Eq)]
 pub struct NotHeld<R>(pub Vec<R>);
 
-impl<R> fmt::Debug for NotHeld<R> {
+impl<R: fmt::Debug> fmt::Debug for NotHeld<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NotHeld({} resources)", self.0.len())
+        f.debug_tuple("NotHeld").field(&self.0).finish()
     }
 }
 
 impl<R> fmt::Display for NotHeld<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unlock of {} resources the owner does not hold",
-            self.0.len()
-        )
+        match self.0.len() {
+            1 => f.write_str("unlock of a resource the owner does not hold"),
+            n => write!(f, "unlock of {n} resources the owner does not hold"),
+        }
     }
 }
 
-impl<R> std::error::Error for NotHeld<R> {}
+impl<R: fmt::Debug> std::error::Error for NotHeld<R> {}
 
 impl<R, O> LockTable<R, O>
 where
@@ -98,6 +97,20 @@ where
         shared_with: &[O],
         wait: Wait,
     ) -> StmResult<Result<(), Vec<R>>> {
+        Ok(self
+            .take(tx, resources, owner, shared_with, wait)?
+            .map(drop))
+    }
+
+    /// `lock`, returning the resources it newly took (not those the owner already held).
+    fn take(
+        &self,
+        tx: &mut Txn,
+        resources: &[R],
+        owner: O,
+        shared_with: &[O],
+        wait: Wait,
+    ) -> StmResult<Result<Vec<R>, Vec<R>>> {
         let mut blocked = Vec::new();
         for r in resources {
             let holders = self.held.get(tx, r)?.unwrap_or_default();
@@ -112,19 +125,19 @@ where
                 Wait::NoWait => Ok(Err(blocked)),
             };
         }
+        let mut taken = Vec::new();
         for r in resources {
-            self.held.update(tx, r.clone(), |holders| {
-                let mut holders = holders.unwrap_or_default();
-                if !holders.iter().any(|h| h.owner == owner) {
-                    holders.push(Holding {
-                        owner: owner.clone(),
-                        shared_with: shared_with.to_vec(),
-                    });
-                }
-                Some(holders)
-            })?;
+            let mut holders = self.held.get(tx, r)?.unwrap_or_default();
+            if !holders.iter().any(|h| h.owner == owner) {
+                holders.push(Holding {
+                    owner: owner.clone(),
+                    shared_with: shared_with.to_vec(),
+                });
+                self.held.insert(tx, r.clone(), holders)?;
+                taken.push(r.clone());
+            }
         }
-        Ok(Ok(()))
+        Ok(Ok(taken))
     }
 
     /// Release `owner`'s hold on every resource of `resources`; if it does not hold some of
@@ -145,17 +158,23 @@ where
         if !missing.is_empty() {
             return Ok(Err(NotHeld(missing)));
         }
+        self.release(tx, resources, &owner)?;
+        Ok(Ok(()))
+    }
+
+    /// Drop `owner`'s hold on each of `resources` it holds; the others are left alone.
+    fn release(&self, tx: &mut Txn, resources: &[R], owner: &O) -> StmResult<()> {
         for r in resources {
             self.held.update(tx, r.clone(), |holders| {
                 let rest: Vec<Holding<O>> = holders
                     .unwrap_or_default()
                     .into_iter()
-                    .filter(|h| h.owner != owner)
+                    .filter(|h| h.owner != *owner)
                     .collect();
                 (!rest.is_empty()).then_some(rest)
             })?;
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// The owners holding `resource` now.
@@ -172,7 +191,10 @@ where
     /// Take the resources in a transaction of its own and return a guard that releases them
     /// (in another transaction) when dropped, also when the thread unwinds from a panic.
     ///
-    /// With [`Wait::NoWait`], `Err` lists the resources that could not be taken.
+    /// The guard releases only what this call newly took: resources the owner already held (by
+    /// an outer guard, say) stay held. If the owner unlocked some of them meanwhile, the guard
+    /// releases the rest. With [`Wait::NoWait`], `Err` lists the resources that could not be
+    /// taken.
     ///
     /// # Panics
     ///
@@ -195,10 +217,10 @@ where
         shared_with: &[O],
         wait: Wait,
     ) -> Result<LockGuard<'_, R, O>, Vec<R>> {
-        atomically(|tx| self.lock(tx, resources, owner.clone(), shared_with, wait))?;
+        let taken = atomically(|tx| self.take(tx, resources, owner.clone(), shared_with, wait))?;
         Ok(LockGuard {
             table: self,
-            resources: resources.to_vec(),
+            resources: taken,
             owner,
         })
     }
@@ -220,7 +242,7 @@ where
     R: Hash + Eq + Clone + Send + Sync + 'static,
     O: Eq + Clone + Send + Sync + 'static,
 {
-    /// The resources this guard holds.
+    /// The resources this guard took and releases when dropped.
     pub fn resources(&self) -> &[R] {
         &self.resources
     }
@@ -232,9 +254,9 @@ where
     O: Eq + Clone + Send + Sync + 'static,
 {
     fn drop(&mut self) {
-        // The guard took these resources for this owner, and only an explicit `unlock` by the
-        // same owner could have released them; either way nothing else is released.
-        let _ = atomically(|tx| self.table.unlock(tx, &self.resources, self.owner.clone()));
+        // Release what this guard took and the owner still holds (an explicit `unlock` may have
+        // released some already); nothing else.
+        atomically(|tx| self.table.release(tx, &self.resources, &self.owner));
     }
 }
 
