@@ -191,3 +191,37 @@ fn snapshots_stay_consistent_while_writers_move_value_and_the_table_grows() {
     assert_eq!(atomically(|tx| map.len(tx)), (KEYS + 10_000) as usize);
     println!("{snapshots} consistent snapshots");
 }
+
+/// A key whose `Hash` is the same for every value: legal, and the worst case for a hash map.
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct Collides(u32);
+
+impl std::hash::Hash for Collides {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        0u8.hash(state);
+    }
+}
+
+#[test]
+fn keys_with_one_hash_do_not_make_the_table_grow_forever() {
+    let map: TMap<Collides, u32> = TMap::new();
+    for i in 0..200 {
+        atomically(|tx| map.insert(tx, Collides(i), i).map(drop));
+    }
+    for i in 0..200 {
+        assert_eq!(atomically(|tx| map.get(tx, &Collides(i))), Some(i));
+        atomically(|tx| map.insert(tx, Collides(i), i + 1).map(drop)); // overwrites never grow
+    }
+    assert_eq!(atomically(|tx| map.len(tx)), 200);
+    assert_eq!(atomically(|tx| map.remove(tx, &Collides(7))), Some(8));
+    assert_eq!(atomically(|tx| map.remove(tx, &Collides(7))), None);
+}
+
+#[test]
+fn lookups_take_borrowed_keys() {
+    let map: TMap<String, u32> = TMap::new();
+    atomically(|tx| map.insert(tx, "k".to_string(), 1).map(drop));
+    assert_eq!(atomically(|tx| map.get(tx, "k")), Some(1));
+    assert!(atomically(|tx| map.contains_key(tx, "k")));
+    assert_eq!(atomically(|tx| map.remove(tx, "k")), Some(1));
+}

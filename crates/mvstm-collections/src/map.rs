@@ -6,11 +6,13 @@
 //! counter for them to meet on (`len` adds the buckets up instead).
 //!
 //! The table itself sits in a TVar that every operation reads and only a resize writes. When an
-//! insert leaves its bucket longer than `MAX_BUCKET` entries, it doubles the table in the same
+//! insert adds an entry to a bucket longer than a bound that grows with `log2` of the table
+//! size, it doubles the table in the same
 //! transaction, rehashing every entry. That transaction conflicts with the others once; the
 //! table grows until buckets stay short, so resizes become rare.
 
 use mvstm_core::{StmResult, TVar, Txn};
+use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 const INITIAL_BUCKETS: usize = 64;
 
 /// A bucket longer than this after an insert doubles the table.
+/// Base of the longest bucket tolerated before the table doubles (see `max_bucket`).
 const MAX_BUCKET: usize = 4;
 
 type Bucket<K, V> = Arc<Vec<(K, V)>>;
@@ -61,26 +64,38 @@ where
         }
     }
 
-    fn bucket<'t>(&self, table: &'t Table<K, V>, key: &K) -> &'t TVar<Bucket<K, V>> {
+    fn bucket<'t, Q: Hash + ?Sized>(
+        &self,
+        table: &'t Table<K, V>,
+        key: &Q,
+    ) -> &'t TVar<Bucket<K, V>> {
         let hash = self.hasher.hash_one(key);
         &table.buckets[(hash as usize) & (table.buckets.len() - 1)]
     }
 
-    /// The value of `key`.
-    pub fn get(&self, tx: &mut Txn, key: &K) -> StmResult<Option<V>> {
+    /// The value of `key` (any borrowed form of the key type, as with `HashMap::get`).
+    pub fn get<Q>(&self, tx: &mut Txn, key: &Q) -> StmResult<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let table = tx.read(&self.table)?;
         let bucket = tx.read(self.bucket(&table, key))?;
         Ok(bucket
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| k.borrow() == key)
             .map(|(_, v)| v.clone()))
     }
 
     /// Whether `key` is present.
-    pub fn contains_key(&self, tx: &mut Txn, key: &K) -> StmResult<bool> {
+    pub fn contains_key<Q>(&self, tx: &mut Txn, key: &Q) -> StmResult<bool>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let table = tx.read(&self.table)?;
         let bucket = tx.read(self.bucket(&table, key))?;
-        Ok(bucket.iter().any(|(k, _)| k == key))
+        Ok(bucket.iter().any(|(k, _)| k.borrow() == key))
     }
 
     /// Insert `value` under `key`; the value it replaces, if any.
@@ -93,14 +108,27 @@ where
         Ok(old)
     }
 
-    /// Remove `key`; its value, if it was present.
-    pub fn remove(&self, tx: &mut Txn, key: &K) -> StmResult<Option<V>> {
-        let mut old = None;
-        self.update(tx, key.clone(), |current| {
-            old = current;
-            None
-        })?;
-        Ok(old)
+    /// Remove `key`; its value, if it was present (nothing is written if it was not).
+    pub fn remove<Q>(&self, tx: &mut Txn, key: &Q) -> StmResult<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let table = tx.read(&self.table)?;
+        let cell = self.bucket(&table, key);
+        let bucket = tx.read(cell)?;
+        let Some(at) = bucket.iter().position(|(k, _)| k.borrow() == key) else {
+            return Ok(None);
+        };
+        let old = bucket[at].1.clone();
+        let rest: Vec<(K, V)> = bucket
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != at)
+            .map(|(_, e)| e.clone())
+            .collect();
+        tx.write(cell, Arc::new(rest))?;
+        Ok(Some(old))
     }
 
     /// Entry-style change: `f` gets the current value (or `None`) and returns the new one (or
@@ -125,6 +153,9 @@ where
         let bucket = tx.read(cell)?;
         let at = bucket.iter().position(|(k, _)| *k == key);
         let new = f(at.map(|i| bucket[i].1.clone()));
+        if new.is_none() && at.is_none() {
+            return Ok(None); // removing an absent key: nothing to write
+        }
         let mut entries: Vec<(K, V)> = Vec::with_capacity(bucket.len() + 1);
         entries.extend(
             bucket
@@ -133,12 +164,16 @@ where
                 .filter(|(i, _)| Some(*i) != at)
                 .map(|(_, e)| e.clone()),
         );
+        let added = at.is_none();
         if let Some(v) = &new {
             entries.push((key, v.clone()));
-        } else if at.is_none() {
-            return Ok(None); // removing an absent key: nothing to write
         }
-        let grow = entries.len() > MAX_BUCKET;
+        // Grow only when this write added an entry to a bucket past the threshold, and only if
+        // doubling can split it: keys that all share one full hash stay together whatever the
+        // table size (a degenerate `Hash`), so growing for them would never end.
+        let grow = added
+            && entries.len() > self.max_bucket(table.buckets.len())
+            && !self.same_hash(&entries);
         tx.write(cell, Arc::new(entries))?;
         if grow {
             self.grow(tx, &table)?;
@@ -146,19 +181,35 @@ where
         Ok(new)
     }
 
+    /// Longest bucket tolerated in a table of `buckets` buckets before it doubles. The longest of
+    /// `m` buckets grows like `ln m / ln ln m` at a fixed load, so a fixed bound would double an
+    /// ever emptier table; this one grows with `log2 m`, keeping the load factor near 1–3.
+    fn max_bucket(&self, buckets: usize) -> usize {
+        MAX_BUCKET + buckets.trailing_zeros() as usize / 2
+    }
+
+    /// Whether every key of `entries` has the same full hash.
+    fn same_hash(&self, entries: &[(K, V)]) -> bool {
+        let first = self.hasher.hash_one(&entries[0].0);
+        entries
+            .iter()
+            .all(|(k, _)| self.hasher.hash_one(k) == first)
+    }
+
     /// Double the table, rehashing every entry (this transaction's writes included).
     fn grow(&self, tx: &mut Txn, table: &Table<K, V>) -> StmResult<()> {
-        let bigger = Table::new(table.buckets.len() * 2);
-        let mut fresh: Vec<Vec<(K, V)>> = vec![Vec::new(); bigger.buckets.len()];
-        let mask = bigger.buckets.len() - 1;
+        let size = table.buckets.len() * 2;
+        let mut fresh: Vec<Vec<(K, V)>> = vec![Vec::new(); size];
         for cell in table.buckets.iter() {
             for (k, v) in tx.read(cell)?.iter() {
-                fresh[(self.hasher.hash_one(k) as usize) & mask].push((k.clone(), v.clone()));
+                fresh[(self.hasher.hash_one(k) as usize) & (size - 1)].push((k.clone(), v.clone()));
             }
         }
-        for (cell, entries) in bigger.buckets.iter().zip(fresh) {
-            tx.write(cell, Arc::new(entries))?;
-        }
+        // New TVars already holding their entries: private until the table is published, so
+        // they need no transactional write (and no lock at commit).
+        let bigger = Table {
+            buckets: fresh.into_iter().map(|e| TVar::new(Arc::new(e))).collect(),
+        };
         tx.write(&self.table, Arc::new(bigger))
     }
 

@@ -35,7 +35,9 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
 
     /// Take the value, leaving the slot empty; retries (blocks) while it is empty.
     pub fn take(&self, tx: &mut Txn) -> StmResult<T> {
-        match tx.replace(&self.slot, None)? {
+        // Read first: writing `None` into an empty slot before retrying would make a stale
+        // read a conflict instead of a wait.
+        match self.try_take(tx)? {
             Some(value) => Ok(value),
             None => retry(),
         }
