@@ -399,3 +399,33 @@ fn the_unbounded_queue_grows_and_keeps_its_order() {
     assert_eq!(atomically(|tx| q.len(tx)), expected.len());
     assert_eq!(atomically(|tx| q.drain(tx)), Vec::from(expected));
 }
+
+#[test]
+fn or_else_rolls_queue_operations_back() {
+    let q = TQueue::new();
+    let bq = TBQueue::new(2);
+    atomically(|tx| q.push(tx, 1));
+    let taken = atomically(|tx| {
+        tx.or_else(
+            |tx| {
+                // Pops, pushes (enough to grow the ring) and a bounded push, all undone.
+                q.pop(tx)?;
+                for i in 0..40 {
+                    q.push(tx, 100 + i)?;
+                }
+                bq.push(tx, 9)?;
+                mvstm::retry()
+            },
+            |tx| q.pop(tx),
+        )
+    });
+    assert_eq!(taken, 1);
+    assert!(
+        atomically(|tx| q.is_empty(tx)),
+        "the retried branch's pushes survived"
+    );
+    assert_eq!(atomically(|tx| bq.len(tx)), 0);
+    // Both queues still work normally afterwards.
+    atomically(|tx| q.push(tx, 2));
+    assert_eq!(atomically(|tx| q.pop(tx)), 2);
+}

@@ -223,9 +223,15 @@ where
         Ok(n)
     }
 
-    /// Whether the map is empty.
+    /// Whether the map is empty (reads buckets up to the first non-empty one).
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
-        Ok(self.len(tx)? == 0)
+        let table = tx.read(&self.table)?;
+        for cell in table.buckets.iter() {
+            if !tx.read(cell)?.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Every entry, in no particular order: an atomic snapshot of the whole map (in a read-only

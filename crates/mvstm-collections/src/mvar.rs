@@ -77,6 +77,11 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
         }
     }
 
+    /// The value without taking it, or `None` if the slot is empty.
+    pub fn try_read(&self, tx: &mut Txn) -> StmResult<Option<T>> {
+        tx.read(&self.slot)
+    }
+
     /// Replace the value and return the old one; retries (blocks) while the slot is empty.
     pub fn swap(&self, tx: &mut Txn, value: T) -> StmResult<T> {
         let old = self.take(tx)?;
@@ -87,6 +92,13 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     /// Whether the slot is empty.
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
         Ok(tx.read(&self.slot)?.is_none())
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Default for TMVar<T> {
+    /// An empty slot.
+    fn default() -> Self {
+        TMVar::new_empty()
     }
 }
 
