@@ -6,8 +6,7 @@
 //! counter for them to meet on (`len` adds the buckets up instead).
 //!
 //! The table itself sits in a TVar that every operation reads and only a resize writes. When an
-//! insert adds an entry to a bucket longer than a bound that grows with `log2` of the table
-//! size, it doubles the table in the same
+//! insert adds an entry to a bucket that is then longer than `MAX_BUCKET`, it doubles the table in the same
 //! transaction, rehashing every entry. That transaction conflicts with the others once; the
 //! table grows until buckets stay short, so resizes become rare.
 
@@ -21,7 +20,10 @@ use std::sync::Arc;
 const INITIAL_BUCKETS: usize = 64;
 
 /// A bucket longer than this after an insert doubles the table.
-/// Base of the longest bucket tolerated before the table doubles (see `max_bucket`).
+/// An insert that leaves its bucket longer than this doubles the table. A fixed bound keeps the
+/// load factor low in large tables (the longest bucket grows like `ln m / ln ln m`); a bound
+/// that grew with the table was tried and made resizes long enough to collide badly with
+/// concurrent writers, so it waits for a better resize (incremental, not one transaction).
 const MAX_BUCKET: usize = 4;
 
 type Bucket<K, V> = Arc<Vec<(K, V)>>;
@@ -171,21 +173,12 @@ where
         // Grow only when this write added an entry to a bucket past the threshold, and only if
         // doubling can split it: keys that all share one full hash stay together whatever the
         // table size (a degenerate `Hash`), so growing for them would never end.
-        let grow = added
-            && entries.len() > self.max_bucket(table.buckets.len())
-            && !self.same_hash(&entries);
+        let grow = added && entries.len() > MAX_BUCKET && !self.same_hash(&entries);
         tx.write(cell, Arc::new(entries))?;
         if grow {
             self.grow(tx, &table)?;
         }
         Ok(new)
-    }
-
-    /// Longest bucket tolerated in a table of `buckets` buckets before it doubles. The longest of
-    /// `m` buckets grows like `ln m / ln ln m` at a fixed load, so a fixed bound would double an
-    /// ever emptier table; this one grows with `log2 m`, keeping the load factor near 1–3.
-    fn max_bucket(&self, buckets: usize) -> usize {
-        MAX_BUCKET + buckets.trailing_zeros() as usize / 2
     }
 
     /// Whether every key of `entries` has the same full hash.
