@@ -94,10 +94,7 @@ impl<T: Clone + Send + Sync + 'static> TBQueue<T> {
 
     /// Remove and return the front item; retries (blocks) while the queue is empty.
     pub fn pop(&self, tx: &mut Txn) -> StmResult<T> {
-        match self.ring.try_pop(tx)? {
-            Some(value) => Ok(value),
-            None => retry(),
-        }
+        self.ring.pop(tx)
     }
 
     /// Remove and return the front item, or `None` if the queue is empty.
@@ -107,10 +104,7 @@ impl<T: Clone + Send + Sync + 'static> TBQueue<T> {
 
     /// The front item without removing it; retries (blocks) while the queue is empty.
     pub fn peek(&self, tx: &mut Txn) -> StmResult<T> {
-        match self.ring.try_peek(tx)? {
-            Some(value) => Ok(value),
-            None => retry(),
-        }
+        self.ring.peek(tx)
     }
 
     /// The front item without removing it, or `None` if the queue is empty.

@@ -30,6 +30,14 @@ mod ring;
 mod semaphore;
 mod versioned;
 
+/// The value, or `retry` while there is none: the blocking form of every `try_*` read here.
+fn or_retry<T>(value: Option<T>) -> mvstm_core::StmResult<T> {
+    match value {
+        Some(value) => Ok(value),
+        None => mvstm_core::retry(),
+    }
+}
+
 pub use bqueue::{Full, TBQueue};
 pub use locks::{LockGuard, LockTable, NotHeld, Wait};
 pub use map::TMap;

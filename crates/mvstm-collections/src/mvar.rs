@@ -37,10 +37,7 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     pub fn take(&self, tx: &mut Txn) -> StmResult<T> {
         // Read first: writing `None` into an empty slot before retrying would make a stale
         // read a conflict instead of a wait.
-        match self.try_take(tx)? {
-            Some(value) => Ok(value),
-            None => retry(),
-        }
+        crate::or_retry(self.try_take(tx)?)
     }
 
     /// Take the value if there is one.
@@ -71,10 +68,7 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
 
     /// The value without taking it; retries (blocks) while the slot is empty.
     pub fn read(&self, tx: &mut Txn) -> StmResult<T> {
-        match tx.read(&self.slot)? {
-            Some(value) => Ok(value),
-            None => retry(),
-        }
+        crate::or_retry(tx.read(&self.slot)?)
     }
 
     /// The value without taking it, or `None` if the slot is empty.

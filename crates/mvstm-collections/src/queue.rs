@@ -5,7 +5,7 @@
 //! they do not conflict.
 
 use crate::ring::Ring;
-use mvstm_core::{retry, StmResult, Txn};
+use mvstm_core::{StmResult, Txn};
 
 /// Slots of a new queue's ring.
 const INITIAL_CAPACITY: usize = 16;
@@ -49,10 +49,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
 
     /// Remove and return the front item; retries (blocks) while the queue is empty.
     pub fn pop(&self, tx: &mut Txn) -> StmResult<T> {
-        match self.try_pop(tx)? {
-            Some(value) => Ok(value),
-            None => retry(),
-        }
+        self.ring.pop(tx)
     }
 
     /// Remove and return the front item, or `None` if the queue is empty.
@@ -76,10 +73,7 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// assert_eq!(atomically(|tx| q.len(tx)), 1);
     /// ```
     pub fn peek(&self, tx: &mut Txn) -> StmResult<T> {
-        match self.try_peek(tx)? {
-            Some(value) => Ok(value),
-            None => retry(),
-        }
+        self.ring.peek(tx)
     }
 
     /// The front item without removing it, or `None` if the queue is empty.

@@ -97,6 +97,16 @@ impl<T: Clone + Send + Sync + 'static> Ring<T> {
         Ok(value)
     }
 
+    /// Take the item under `head`; retries (blocks) while the ring is empty.
+    pub(crate) fn pop(&self, tx: &mut Txn) -> StmResult<T> {
+        crate::or_retry(self.try_pop(tx)?)
+    }
+
+    /// The item under `head` without taking it; retries (blocks) while the ring is empty.
+    pub(crate) fn peek(&self, tx: &mut Txn) -> StmResult<T> {
+        crate::or_retry(self.try_peek(tx)?)
+    }
+
     /// The item under `head`, if any, without taking it.
     pub(crate) fn try_peek(&self, tx: &mut Txn) -> StmResult<Option<T>> {
         let slots = tx.read(&self.slots)?;
