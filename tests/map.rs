@@ -2,23 +2,15 @@
 //! that (almost) never conflict, and atomic snapshots that stay consistent while writers move
 //! value between keys and the table grows.
 
+mod common;
+
 use mvstm::collections::TMap;
 use mvstm::{atomically, StmResult, Txn};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
-
-/// Serializes the threaded tests of this binary: the priority token is process-wide, so a
-/// contended test beside the re-run measurement would hold up that map's resizes and count
-/// against it.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -113,7 +105,7 @@ proptest! {
 
 #[test]
 fn writers_of_disjoint_keys_rarely_re_run() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     const PER_THREAD: u64 = 20_000;
     let map: TMap<u64, u64> = TMap::new();
     let bodies = Arc::new(AtomicUsize::new(0));
@@ -150,7 +142,7 @@ fn writers_of_disjoint_keys_rarely_re_run() {
 
 #[test]
 fn snapshots_stay_consistent_while_writers_move_value_and_the_table_grows() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     const KEYS: u64 = 50;
     const TOTAL: u64 = 1_000 * KEYS;
     let map: TMap<u64, u64> = TMap::new();

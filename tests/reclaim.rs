@@ -8,20 +8,12 @@ mod common;
 use common::{drive_reclamation, DropCounter};
 use mvstm::{atomically, TVar};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread;
-
-/// Serializes the tests of this binary (the test harness runs them on parallel threads).
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[test]
 fn old_versions_are_reclaimed_and_values_dropped_exactly_once() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     const WRITES: u64 = 200_000;
     let drops = DropCounter::new();
     let var = TVar::new(drops.value(0));
@@ -80,7 +72,7 @@ fn settles(var: &TVar<common::Counted>, drops: &DropCounter) -> bool {
 
 #[test]
 fn versions_are_reclaimed_when_every_thread_commits_only_a_little() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     // Threads that live for 200 commits each: the horizon must still advance (it moves with the
     // global stamp, not with a per-thread count).
     let drops = DropCounter::new();
@@ -106,7 +98,7 @@ fn versions_are_reclaimed_when_every_thread_commits_only_a_little() {
 
 #[test]
 fn versions_are_reclaimed_when_hooks_start_transactions() {
-    let _serial = one_at_a_time();
+    let _serial = common::one_at_a_time();
     // A transaction started by an `after_commit` hook must not reset the reclamation machinery
     // of the thread (it used to swap the thread's cached transaction object on every call).
     let drops = DropCounter::new();

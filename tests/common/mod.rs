@@ -8,9 +8,19 @@ use mvstm::{atomically, TVar};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Serializes the measuring tests of one test binary (the harness runs tests on parallel
+/// threads, and the priority token and the epoch are process-wide, so a contended test beside a
+/// measuring one would skew it).
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// How long a test waits for something that should happen at once before it fails.
 pub const LIMIT: Duration = Duration::from_secs(10);
