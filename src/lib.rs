@@ -28,6 +28,10 @@ pub use mvstm_core::{
 /// versioned records (the `mvstm-collections` crate).
 pub use mvstm_collections as collections;
 
+/// Service lifecycles started and stopped from concurrent requests, a registry with
+/// dependencies, and a command queue (the `mvstm-lifecycle` crate).
+pub use mvstm_lifecycle as lifecycle;
+
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

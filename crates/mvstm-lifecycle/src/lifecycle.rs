@@ -1,0 +1,584 @@
+//! `Lifecycle<S>`: one service's state machine, driven by transactions and commit hooks.
+//!
+//! # The protocol
+//!
+//! 1. **Claim.** A transaction reads the state, checks that it admits the operation and writes
+//!    `Starting` or `Stopping`. Two claims of one service conflict on that TVar, so exactly one
+//!    of two racing starts commits; the other sees `Starting` and is refused at once.
+//! 2. **Act.** The claim registers an `after_commit` hook that calls `Service::start` or
+//!    `Service::stop`. It runs once, only if the claim committed, after the new state is
+//!    visible and no lock is held, on the thread that called `atomically`.
+//! 3. **Record.** A second transaction moves the state out of the claim: `Running`, `Stopped` or
+//!    `Failed`.
+//!
+//! Between 1 and 3 the claimant owns the service, and nothing else ever moves it out of
+//! `Starting`/`Stopping`. So step 3 must happen whatever goes wrong in step 2: the outcome is
+//! recorded by the destructor of a guard ([`Settle`]) created before the service is called. It
+//! starts out holding `Failed` ("interrupted"), and each step that succeeds replaces it with
+//! the state that step reached; a panic anywhere (in the service, in a subscriber, in our own
+//! code) unwinds through the guard, which records what it holds. The service's own panics are
+//! caught and reported as [`LifecycleError::Panicked`]; subscriber panics are re-raised once
+//! the state is recorded.
+//!
+//! The running instance lives outside the TVars, in a mutex only the owner of a claim touches:
+//! a start's hook puts it there before recording `Running`, a stop's hook takes it after
+//! claiming `Stopping`.
+
+use crate::error::{panic_message, ClaimError, LifecycleError, WaitTimeout};
+use crate::state::{Failure, Op, State, Transition};
+use mvstm_core::{atomically, try_atomically, StmResult, TVar, Txn};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A service whose start and stop a [`Lifecycle`] runs.
+///
+/// `start` brings the service up (bind a socket, spawn a thread) and returns what it needs to
+/// stop it again; `stop` consumes that. Neither runs inside a transaction, so both may block,
+/// do I/O and start transactions. A lifecycle never runs two of them at once for one service.
+///
+/// ```
+/// use mvstm::lifecycle::{Lifecycle, Service, State};
+/// use std::net::TcpListener;
+///
+/// struct Listener;
+/// impl Service for Listener {
+///     type Running = TcpListener;
+///     type Error = std::io::Error;
+///     fn start(&self) -> Result<TcpListener, std::io::Error> {
+///         TcpListener::bind("127.0.0.1:0")
+///     }
+///     fn stop(&self, running: TcpListener) -> Result<(), std::io::Error> {
+///         drop(running); // closes the socket
+///         Ok(())
+///     }
+/// }
+///
+/// let service = Lifecycle::new(Listener);
+/// service.start()?;
+/// assert_eq!(service.state(), State::Running);
+/// assert!(service.start().is_err()); // refused at once: already running
+/// service.stop()?;
+/// assert_eq!(service.state(), State::Stopped);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Service: Send + Sync + 'static {
+    /// What a running service needs in order to be stopped (a join handle, a shutdown sender).
+    /// It needs no `Clone`: the lifecycle keeps it outside TVars.
+    type Running: Send + 'static;
+    /// The service's error. Its text is kept in [`State::Failed`] and the history.
+    type Error: fmt::Debug + fmt::Display + 'static;
+
+    /// Start the service.
+    fn start(&self) -> Result<Self::Running, Self::Error>;
+
+    /// Stop the service that `start` returned. The instance is consumed either way: after an
+    /// error the service counts as not running (`Failed`).
+    fn stop(&self, running: Self::Running) -> Result<(), Self::Error>;
+}
+
+/// The default number of transitions a lifecycle remembers.
+const HISTORY_CAPACITY: usize = 64;
+
+/// A service and its state machine: `Stopped` → `Starting` → `Running` → `Stopping` →
+/// `Stopped`, or `Failed` from either claim.
+///
+/// A cheap `Clone` handle; every clone is the same service. See the [module docs](crate) for
+/// the protocol and [`Lifecycle::claim_start`] for composing claims with other transactional
+/// work.
+pub struct Lifecycle<S: Service> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S: Service> {
+    service: S,
+    state: TVar<State>,
+    /// Transition count and the most recent transitions, written with `state`.
+    log: TVar<Arc<Log>>,
+    history_capacity: usize,
+    /// The running instance: `Some` exactly while the state is `Running`, or while a hook that
+    /// owns a claim moves it.
+    running: Mutex<Option<S::Running>>,
+    subscribers: Mutex<Vec<(u64, Subscriber)>>,
+    next_subscriber: Mutex<u64>,
+}
+
+type Subscriber = Arc<dyn Fn(&Transition) + Send + Sync>;
+
+/// A check run by a start's hook just before `Service::start`; `Err` calls the start off.
+pub(crate) type Gate = Box<dyn FnOnce() -> Result<(), String>>;
+
+#[derive(Clone, Default)]
+struct Log {
+    seq: u64,
+    recent: VecDeque<Transition>,
+}
+
+/// Identifies a subscription, for [`Lifecycle::unsubscribe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+/// A committed claim: after the claiming transaction returns, [`outcome`](Claim::outcome) says
+/// how the start or stop went (its hook has run by then, on the same thread).
+#[must_use = "the outcome says whether the service started or stopped"]
+pub struct Claim<S: Service> {
+    op: Op,
+    outcome: Arc<Mutex<Option<Outcome<S>>>>,
+}
+
+type Outcome<S> = Result<(), LifecycleError<<S as Service>::Error>>;
+
+/// What a claim's hook does, decided by the state the claim found.
+#[derive(Clone, Copy)]
+enum Path {
+    Start,
+    Stop { then_start: bool },
+}
+
+impl<S: Service> Lifecycle<S> {
+    /// A lifecycle for `service`, `Stopped`, remembering the last 64 transitions.
+    pub fn new(service: S) -> Lifecycle<S> {
+        Lifecycle::with_history(service, HISTORY_CAPACITY)
+    }
+
+    /// A lifecycle that remembers the last `capacity` transitions (0: none).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service};
+    /// # struct Noop;
+    /// # impl Service for Noop {
+    /// #     type Running = ();
+    /// #     type Error = String;
+    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
+    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let service = Lifecycle::with_history(Noop, 2);
+    /// for _ in 0..3 {
+    ///     service.start()?;
+    ///     service.stop()?;
+    /// }
+    /// let seqs: Vec<u64> = service.history().iter().map(|t| t.seq).collect();
+    /// assert_eq!(seqs, [11, 12]);
+    /// # Ok::<(), mvstm::lifecycle::LifecycleError<String>>(())
+    /// ```
+    pub fn with_history(service: S, capacity: usize) -> Lifecycle<S> {
+        Lifecycle {
+            inner: Arc::new(Inner {
+                service,
+                state: TVar::new(State::Stopped),
+                log: TVar::new(Arc::new(Log::default())),
+                history_capacity: capacity,
+                running: Mutex::new(None),
+                subscribers: Mutex::new(Vec::new()),
+                next_subscriber: Mutex::new(0),
+            }),
+        }
+    }
+
+    /// The service itself.
+    pub fn service(&self) -> &S {
+        &self.inner.service
+    }
+
+    /// The latest committed state (one atomic read; works anywhere).
+    pub fn state(&self) -> State {
+        self.inner.state.load()
+    }
+
+    /// The state as `tx` sees it: combine with other reads, or `retry` until it changes.
+    pub fn state_in(&self, tx: &mut Txn) -> StmResult<State> {
+        tx.read(&self.inner.state)
+    }
+
+    /// Start the service: claim (`Starting`), run `Service::start`, record `Running` or
+    /// `Failed`.
+    ///
+    /// Refused at once with [`LifecycleError::Refused`] if the service is starting, running or
+    /// stopping. Never blocks on another caller.
+    pub fn start(&self) -> Outcome<S> {
+        self.run(Op::Start)
+    }
+
+    /// Stop the service: claim (`Stopping`), run `Service::stop`, record `Stopped` or
+    /// `Failed`. Refused at once if the service is not running.
+    pub fn stop(&self) -> Outcome<S> {
+        self.run(Op::Stop)
+    }
+
+    /// Stop then start the service, with no moment at which another claim could take it in
+    /// between; a plain start if it is stopped or failed. Refused while starting or stopping.
+    pub fn restart(&self) -> Outcome<S> {
+        self.run(Op::Restart)
+    }
+
+    fn run(&self, op: Op) -> Outcome<S> {
+        try_atomically::<_, ClaimError>(|tx| self.claim(tx, op))?.outcome()
+    }
+
+    /// Claim a start inside the caller's transaction.
+    ///
+    /// Moves the state to `Starting` in `tx` and registers the `after_commit` hook that starts
+    /// the service. If the state does not admit a start, it aborts `tx` with a [`ClaimError`]
+    /// (so run it under `try_atomically::<_, ClaimError>`, or an error type that the caller
+    /// converts to). Several claims in one transaction are all or none: a group start.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{ClaimError, Lifecycle, Service, State};
+    /// use mvstm::{try_atomically, TVar};
+    /// # struct Noop;
+    /// # impl Service for Noop {
+    /// #     type Running = ();
+    /// #     type Error = String;
+    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
+    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let (web, db) = (Lifecycle::new(Noop), Lifecycle::new(Noop));
+    /// let starts = TVar::new(0u32);
+    /// let claims = try_atomically::<_, ClaimError>(|tx| {
+    ///     tx.modify(&starts, |n| n + 1)?; // the caller's own update, committed with the claims
+    ///     Ok([db.claim_start(tx)?, web.claim_start(tx)?])
+    /// })?;
+    /// for claim in claims {
+    ///     claim.outcome().expect("started");
+    /// }
+    /// assert_eq!((web.state(), db.state(), starts.load()), (State::Running, State::Running, 1));
+    ///
+    /// // One member busy: the group claims none.
+    /// web.stop().unwrap();
+    /// let refused = try_atomically::<_, ClaimError>(|tx| Ok((web.claim_start(tx)?, db.claim_start(tx)?)));
+    /// assert!(refused.is_err());
+    /// assert_eq!(web.state(), State::Stopped);
+    /// # Ok::<(), ClaimError>(())
+    /// ```
+    pub fn claim_start(&self, tx: &mut Txn) -> StmResult<Claim<S>> {
+        self.claim(tx, Op::Start)
+    }
+
+    /// Claim a stop inside the caller's transaction; aborts `tx` with a [`ClaimError`] unless
+    /// the service is running. See [`claim_start`](Lifecycle::claim_start).
+    pub fn claim_stop(&self, tx: &mut Txn) -> StmResult<Claim<S>> {
+        self.claim(tx, Op::Stop)
+    }
+
+    /// Claim a restart inside the caller's transaction; aborts `tx` with a [`ClaimError`] while
+    /// the service is starting or stopping. See [`restart`](Lifecycle::restart).
+    pub fn claim_restart(&self, tx: &mut Txn) -> StmResult<Claim<S>> {
+        self.claim(tx, Op::Restart)
+    }
+
+    fn claim(&self, tx: &mut Txn, op: Op) -> StmResult<Claim<S>> {
+        match self.try_claim(tx, op, None)? {
+            Ok(claim) => Ok(claim),
+            Err(refused) => tx.abort(refused),
+        }
+    }
+
+    /// Claim `op` in `tx`, or say why not without aborting; `gate` runs before a start.
+    pub(crate) fn try_claim(
+        &self,
+        tx: &mut Txn,
+        op: Op,
+        gate: Option<Gate>,
+    ) -> StmResult<Result<Claim<S>, ClaimError>> {
+        let found = tx.read(&self.inner.state)?;
+        if !found.admits(op) {
+            return Ok(Err(ClaimError { op, found }));
+        }
+        let path = match found {
+            State::Running => Path::Stop {
+                then_start: op == Op::Restart,
+            },
+            _ => Path::Start,
+        };
+        let claimed = match path {
+            Path::Start => State::Starting,
+            Path::Stop { .. } => State::Stopping,
+        };
+        self.inner.transition(tx, claimed)?;
+        let outcome = Arc::new(Mutex::new(None));
+        let (inner, slot) = (Arc::clone(&self.inner), Arc::clone(&outcome));
+        tx.after_commit(move || {
+            let result = match path {
+                Path::Start => inner.run_start(gate),
+                Path::Stop { then_start } => inner.run_stop(then_start, gate),
+            };
+            *slot.lock() = Some(result);
+        });
+        Ok(Ok(Claim { op, outcome }))
+    }
+
+    /// Block until `predicate` holds for the state, without polling (a `retry` on the state
+    /// TVar), for at most `timeout`. Returns the state that satisfied it.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use std::time::Duration;
+    /// # struct Noop;
+    /// # impl Service for Noop {
+    /// #     type Running = ();
+    /// #     type Error = String;
+    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
+    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let service = Lifecycle::new(Noop);
+    /// let waiter = {
+    ///     let service = service.clone();
+    ///     std::thread::spawn(move || service.wait_for(|s| *s == State::Running, Duration::from_secs(10)))
+    /// };
+    /// service.start().unwrap();
+    /// assert_eq!(waiter.join().unwrap(), Ok(State::Running));
+    /// // Nothing stops it: the wait gives up and says where the service is.
+    /// let gave_up = service.wait_for(|s| *s == State::Stopped, Duration::from_millis(10));
+    /// assert_eq!(gave_up.unwrap_err().last, State::Running);
+    /// ```
+    pub fn wait_for(
+        &self,
+        predicate: impl Fn(&State) -> bool,
+        timeout: Duration,
+    ) -> Result<State, WaitTimeout> {
+        atomically(|tx| {
+            let state = tx.read(&self.inner.state)?;
+            if predicate(&state) {
+                return Ok(Ok(state));
+            }
+            tx.retry_for(timeout)?;
+            Ok(Err(WaitTimeout { last: state }))
+        })
+    }
+
+    /// Call `subscriber` with every transition committed from now on, from the `after_commit`
+    /// hook of the transaction that made it (on that thread, with no lock held).
+    ///
+    /// Callbacks of transitions committed on different threads may overlap or arrive out of
+    /// order; [`Transition::seq`] orders them. A panicking subscriber does not stop the others
+    /// nor the lifecycle: its panic is re-raised to the caller of the start or stop once the
+    /// state is recorded.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use std::sync::{Arc, Mutex};
+    /// # struct Noop;
+    /// # impl Service for Noop {
+    /// #     type Running = ();
+    /// #     type Error = String;
+    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
+    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// let service = Lifecycle::new(Noop);
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let sink = Arc::clone(&seen);
+    /// service.subscribe(move |t| sink.lock().unwrap().push(t.to.clone()));
+    /// service.start().unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), [State::Starting, State::Running]);
+    /// ```
+    pub fn subscribe(&self, subscriber: impl Fn(&Transition) + Send + Sync + 'static) -> SubscriptionId {
+        let id = {
+            let mut next = self.inner.next_subscriber.lock();
+            *next += 1;
+            *next
+        };
+        self.inner.subscribers.lock().push((id, Arc::new(subscriber)));
+        SubscriptionId(id)
+    }
+
+    /// Remove a subscription; `false` if it was already removed.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let mut subscribers = self.inner.subscribers.lock();
+        let before = subscribers.len();
+        subscribers.retain(|(sid, _)| *sid != id.0);
+        subscribers.len() != before
+    }
+
+    /// The most recent transitions, oldest first (bounded, see
+    /// [`with_history`](Lifecycle::with_history)); consistent with [`state`](Lifecycle::state)
+    /// at one instant.
+    pub fn history(&self) -> Vec<Transition> {
+        self.inner.log.load().recent.iter().cloned().collect()
+    }
+}
+
+impl<S: Service> Inner<S> {
+    /// Move to `to` in `tx`: the state, the log, and the subscribers' call after commit.
+    fn transition(self: &Arc<Self>, tx: &mut Txn, to: State) -> StmResult<()> {
+        let from = tx.read(&self.state)?;
+        tx.write(&self.state, to.clone())?;
+        let mut log = Log::clone(&*tx.read(&self.log)?);
+        log.seq += 1;
+        let transition = Transition {
+            seq: log.seq,
+            from,
+            to,
+            at: SystemTime::now(),
+        };
+        if self.history_capacity > 0 {
+            if log.recent.len() == self.history_capacity {
+                log.recent.pop_front();
+            }
+            log.recent.push_back(transition.clone());
+        }
+        tx.write(&self.log, Arc::new(log))?;
+        if !self.subscribers.lock().is_empty() {
+            let inner = Arc::clone(self);
+            tx.after_commit(move || inner.notify(&transition));
+        }
+        Ok(())
+    }
+
+    /// Call every subscriber; re-raise the first panic afterwards, unless already unwinding.
+    fn notify(&self, transition: &Transition) {
+        let subscribers: Vec<Subscriber> =
+            self.subscribers.lock().iter().map(|(_, s)| Arc::clone(s)).collect();
+        let mut first_panic = None;
+        for subscriber in subscribers {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| subscriber(transition))) {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = first_panic {
+            if !std::thread::panicking() {
+                resume_unwind(panic);
+            }
+        }
+    }
+
+    /// The hook of a start claim: the state is `Starting` and this thread owns it.
+    fn run_start(self: &Arc<Self>, gate: Option<Gate>) -> Outcome<S> {
+        let mut settle = Settle::new(self, Op::Start);
+        if let Some(gate) = gate {
+            if let Err(reason) = gate() {
+                settle.reached(State::Stopped);
+                return Err(LifecycleError::Cancelled(reason));
+            }
+        }
+        match catch_unwind(AssertUnwindSafe(|| self.service.start())) {
+            Ok(Ok(running)) => {
+                *self.running.lock() = Some(running);
+                settle.reached(State::Running);
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                settle.reached(failed(Op::Start, error.to_string(), false));
+                Err(LifecycleError::Failed(error))
+            }
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                settle.reached(failed(Op::Start, message.clone(), true));
+                Err(LifecycleError::Panicked(message))
+            }
+        }
+    }
+
+    /// The hook of a stop (or restart) claim: the state is `Stopping` and this thread owns it.
+    fn run_stop(self: &Arc<Self>, then_start: bool, gate: Option<Gate>) -> Outcome<S> {
+        let mut settle = Settle::new(self, Op::Stop);
+        let running = self
+            .running
+            .lock()
+            .take()
+            .expect("mvstm-lifecycle: a running service without its instance (a bug)");
+        match catch_unwind(AssertUnwindSafe(|| self.service.stop(running))) {
+            Ok(Ok(())) if then_start => {
+                // Hand the claim straight to the start: `Stopping` → `Starting`.
+                settle.reached(State::Starting);
+                drop(settle);
+                self.run_start(gate)
+            }
+            Ok(Ok(())) => {
+                settle.reached(State::Stopped);
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                settle.reached(failed(Op::Stop, error.to_string(), false));
+                Err(LifecycleError::Failed(error))
+            }
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                settle.reached(failed(Op::Stop, message.clone(), true));
+                Err(LifecycleError::Panicked(message))
+            }
+        }
+    }
+}
+
+fn failed(during: Op, message: String, panicked: bool) -> State {
+    State::Failed(Failure {
+        during,
+        message: message.into(),
+        panicked,
+    })
+}
+
+/// Records the outcome of a claim when dropped, whatever path leaves the hook: the state it was
+/// last told the operation reached, or `Failed` if a panic came first.
+struct Settle<'a, S: Service> {
+    inner: &'a Arc<Inner<S>>,
+    to: State,
+}
+
+impl<'a, S: Service> Settle<'a, S> {
+    fn new(inner: &'a Arc<Inner<S>>, op: Op) -> Settle<'a, S> {
+        let interrupted = "interrupted by a panic before the outcome was recorded".to_string();
+        Settle {
+            inner,
+            to: failed(op, interrupted, true),
+        }
+    }
+
+    fn reached(&mut self, state: State) {
+        self.to = state;
+    }
+}
+
+impl<S: Service> Drop for Settle<'_, S> {
+    fn drop(&mut self) {
+        atomically(|tx| {
+            debug_assert!(tx.read(&self.inner.state)?.is_busy(), "only a claim's owner settles it");
+            self.inner.transition(tx, self.to.clone())
+        });
+    }
+}
+
+impl<S: Service> Claim<S> {
+    /// The operation this claim made (a restart of a stopped service reports `Restart`).
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// How the start or stop went.
+    ///
+    /// # Panics
+    ///
+    /// If the claiming transaction has not committed yet: call it after `atomically` returns.
+    pub fn outcome(self) -> Outcome<S> {
+        self.outcome
+            .lock()
+            .take()
+            .expect("Claim::outcome: the claiming transaction has not committed yet")
+    }
+}
+
+impl<S: Service> Clone for Lifecycle<S> {
+    fn clone(&self) -> Self {
+        Lifecycle {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S: Service> fmt::Debug for Lifecycle<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("service", &std::any::type_name::<S>())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl<S: Service> fmt::Debug for Claim<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claim").field("op", &self.op).finish_non_exhaustive()
+    }
+}
