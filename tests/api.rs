@@ -85,3 +85,53 @@ fn threads_smoke() {
     }
     assert_eq!(c.load(), 40_000);
 }
+
+/// API.md §5, with the `todo!()` bodies filled in: a real listener thread on loopback.
+#[test]
+fn lifecycle_snippet() -> Result<(), Box<dyn std::error::Error>> {
+    use mvstm::lifecycle::{Lifecycle, Service, State};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    struct Http {
+        shutdown: Arc<AtomicBool>,
+        port: std::sync::Mutex<u16>,
+    }
+    impl Service for Http {
+        type Running = std::thread::JoinHandle<()>; // whatever the running instance needs
+        type Error = std::io::Error;
+        fn start(&self) -> Result<Self::Running, Self::Error> {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            *self.port.lock().unwrap() = listener.local_addr()?.port();
+            self.shutdown.store(false, Ordering::SeqCst);
+            let shutdown = Arc::clone(&self.shutdown);
+            Ok(std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if shutdown.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    drop(stream);
+                }
+            }))
+        }
+        fn stop(&self, running: Self::Running) -> Result<(), Self::Error> {
+            self.shutdown.store(true, Ordering::SeqCst);
+            TcpStream::connect(("127.0.0.1", *self.port.lock().unwrap()))?; // wake the accept
+            running
+                .join()
+                .map_err(|_| std::io::Error::other("the server thread panicked"))
+        }
+    }
+    let http = Lifecycle::new(Http {
+        shutdown: Arc::new(AtomicBool::new(false)),
+        port: std::sync::Mutex::new(0),
+    });
+    http.start()?; // Err at once if starting, running or stopping
+    assert!(matches!(http.state(), State::Running));
+    assert!(http.start().is_err());
+    http.stop()?; // Err at once if not running
+    assert!(http.stop().is_err());
+    assert_eq!(http.state(), State::Stopped);
+    Ok(())
+}

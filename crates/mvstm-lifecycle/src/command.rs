@@ -323,7 +323,12 @@ impl CommandQueue {
 
     /// The commands in the dead-letter list, oldest first.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.shared.dead.load().iter().map(Job::dead_letter).collect()
+        self.shared
+            .dead
+            .load()
+            .iter()
+            .map(Job::dead_letter)
+            .collect()
     }
 
     /// Empty the dead-letter list, giving the commands back (downcast them to their types).

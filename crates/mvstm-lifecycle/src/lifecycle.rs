@@ -374,13 +374,19 @@ impl<S: Service> Lifecycle<S> {
     /// service.start().unwrap();
     /// assert_eq!(*seen.lock().unwrap(), [State::Starting, State::Running]);
     /// ```
-    pub fn subscribe(&self, subscriber: impl Fn(&Transition) + Send + Sync + 'static) -> SubscriptionId {
+    pub fn subscribe(
+        &self,
+        subscriber: impl Fn(&Transition) + Send + Sync + 'static,
+    ) -> SubscriptionId {
         let id = {
             let mut next = self.inner.next_subscriber.lock();
             *next += 1;
             *next
         };
-        self.inner.subscribers.lock().push((id, Arc::new(subscriber)));
+        self.inner
+            .subscribers
+            .lock()
+            .push((id, Arc::new(subscriber)));
         SubscriptionId(id)
     }
 
@@ -429,8 +435,12 @@ impl<S: Service> Inner<S> {
 
     /// Call every subscriber; re-raise the first panic afterwards, unless already unwinding.
     fn notify(&self, transition: &Transition) {
-        let subscribers: Vec<Subscriber> =
-            self.subscribers.lock().iter().map(|(_, s)| Arc::clone(s)).collect();
+        let subscribers: Vec<Subscriber> = self
+            .subscribers
+            .lock()
+            .iter()
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
         let mut first_panic = None;
         for subscriber in subscribers {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| subscriber(transition))) {
@@ -535,7 +545,10 @@ impl<'a, S: Service> Settle<'a, S> {
 impl<S: Service> Drop for Settle<'_, S> {
     fn drop(&mut self) {
         atomically(|tx| {
-            debug_assert!(tx.read(&self.inner.state)?.is_busy(), "only a claim's owner settles it");
+            debug_assert!(
+                tx.read(&self.inner.state)?.is_busy(),
+                "only a claim's owner settles it"
+            );
             self.inner.transition(tx, self.to.clone())
         });
     }
@@ -579,6 +592,8 @@ impl<S: Service> fmt::Debug for Lifecycle<S> {
 
 impl<S: Service> fmt::Debug for Claim<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Claim").field("op", &self.op).finish_non_exhaustive()
+        f.debug_struct("Claim")
+            .field("op", &self.op)
+            .finish_non_exhaustive()
     }
 }

@@ -72,9 +72,12 @@ impl<S: Service> Managed for Lifecycle<S> {
         op: Op,
         gate: Option<Gate>,
     ) -> StmResult<Result<ErasedClaim, ClaimError>> {
-        Ok(Lifecycle::try_claim(self, tx, op, gate)?.map(|claim: Claim<S>| {
-            Box::new(move || claim.outcome().map_err(|e| e.map(|e| e.to_string()))) as ErasedClaim
-        }))
+        Ok(
+            Lifecycle::try_claim(self, tx, op, gate)?.map(|claim: Claim<S>| {
+                Box::new(move || claim.outcome().map_err(|e| e.map(|e| e.to_string())))
+                    as ErasedClaim
+            }),
+        )
     }
 
     fn state_in(&self, tx: &mut Txn) -> StmResult<State> {
@@ -190,7 +193,8 @@ impl Registry {
             if self.reaches(tx, &entry.requires, name, &mut path)? {
                 return tx.abort(RegistryError::Cycle(path));
             }
-            self.services.insert(tx, name.to_string(), Arc::clone(&entry))?;
+            self.services
+                .insert(tx, name.to_string(), Arc::clone(&entry))?;
             Ok(())
         })
     }
