@@ -28,7 +28,6 @@ use crate::error::{panic_message, ClaimError, LifecycleError, WaitTimeout};
 use crate::state::{Failure, Op, State, Transition};
 use mvstm_core::{atomically, try_atomically, StmResult, TVar, Txn};
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -96,9 +95,11 @@ pub struct Lifecycle<S: Service> {
 struct Inner<S: Service> {
     service: S,
     state: TVar<State>,
-    /// Transition count and the most recent transitions, written with `state`.
-    log: TVar<Arc<Log>>,
-    history_capacity: usize,
+    /// How many transitions were made; written with `state`.
+    seq: TVar<u64>,
+    /// The most recent transitions: transition `n` sits in slot `(n - 1) % len`. One TVar per
+    /// slot, so recording a transition writes one small value instead of copying the history.
+    history: Box<[TVar<Option<Transition>>]>,
     /// The running instance: `Some` exactly while the state is `Running`, or while a hook that
     /// owns a claim moves it.
     running: Mutex<Option<S::Running>>,
@@ -110,12 +111,6 @@ type Subscriber = Arc<dyn Fn(&Transition) + Send + Sync>;
 
 /// A check run by a start's hook just before `Service::start`; `Err` calls the start off.
 pub(crate) type Gate = Box<dyn FnOnce() -> Result<(), String>>;
-
-#[derive(Clone, Default)]
-struct Log {
-    seq: u64,
-    recent: VecDeque<Transition>,
-}
 
 /// Identifies a subscription, for [`Lifecycle::unsubscribe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -169,8 +164,8 @@ impl<S: Service> Lifecycle<S> {
             inner: Arc::new(Inner {
                 service,
                 state: TVar::new(State::Stopped),
-                log: TVar::new(Arc::new(Log::default())),
-                history_capacity: capacity,
+                seq: TVar::new(0),
+                history: (0..capacity).map(|_| TVar::new(None)).collect(),
                 running: Mutex::new(None),
                 subscribers: Mutex::new(Vec::new()),
                 next_subscriber: Mutex::new(0),
@@ -402,7 +397,17 @@ impl<S: Service> Lifecycle<S> {
     /// [`with_history`](Lifecycle::with_history)); consistent with [`state`](Lifecycle::state)
     /// at one instant.
     pub fn history(&self) -> Vec<Transition> {
-        self.inner.log.load().recent.iter().cloned().collect()
+        let history = &self.inner.history;
+        atomically(|tx| {
+            let last = tx.read(&self.inner.seq)?;
+            let first = last.saturating_sub(history.len() as u64);
+            let mut recent = Vec::with_capacity((last - first) as usize);
+            for n in first..last {
+                let slot = &history[(n % history.len() as u64) as usize];
+                recent.extend(tx.read(slot)?);
+            }
+            Ok(recent)
+        })
     }
 }
 
@@ -411,21 +416,18 @@ impl<S: Service> Inner<S> {
     fn transition(self: &Arc<Self>, tx: &mut Txn, to: State) -> StmResult<()> {
         let from = tx.read(&self.state)?;
         tx.write(&self.state, to.clone())?;
-        let mut log = Log::clone(&*tx.read(&self.log)?);
-        log.seq += 1;
+        let seq = tx.read(&self.seq)? + 1;
+        tx.write(&self.seq, seq)?;
         let transition = Transition {
-            seq: log.seq,
+            seq,
             from,
             to,
             at: SystemTime::now(),
         };
-        if self.history_capacity > 0 {
-            if log.recent.len() == self.history_capacity {
-                log.recent.pop_front();
-            }
-            log.recent.push_back(transition.clone());
+        if !self.history.is_empty() {
+            let slot = &self.history[((seq - 1) % self.history.len() as u64) as usize];
+            tx.write(slot, Some(transition.clone()))?;
         }
-        tx.write(&self.log, Arc::new(log))?;
         if !self.subscribers.lock().is_empty() {
             let inner = Arc::clone(self);
             tx.after_commit(move || inner.notify(&transition));
