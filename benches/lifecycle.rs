@@ -41,7 +41,8 @@ impl Guarded {
         if running.is_some() {
             return false;
         }
-        *running = Some(Noop.start().unwrap());
+        Noop.start().unwrap();
+        *running = Some(());
         true
     }
 
