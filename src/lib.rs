@@ -36,3 +36,8 @@ pub use mvstm_lifecycle as lifecycle;
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The Rust code in `docs/lifecycle.md`, compiled and run as doctests.
+#[doc = include_str!("../docs/lifecycle.md")]
+#[cfg(doctest)]
+pub struct LifecycleDocDoctests;
