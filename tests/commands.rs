@@ -239,3 +239,33 @@ fn the_processor_is_one_lifecycle() {
     queue.clone().processor().stop().unwrap();
     assert_eq!(queue.processor().state(), State::Stopped);
 }
+
+#[test]
+fn stopping_the_processor_wakes_a_handler_blocked_in_retry_and_keeps_the_command() {
+    let gate = TVar::new(false);
+    let queue = CommandQueue::builder()
+        .handler({
+            let gate = gate.clone();
+            move |tx, _: &Add| {
+                if !tx.read(&gate)? {
+                    return mvstm::retry();
+                }
+                Ok(())
+            }
+        })
+        .build();
+    queue.enqueue(Add(1)).unwrap();
+    queue.processor().start().unwrap();
+    thread::sleep(common::QUIET);
+    let stopper = {
+        let queue = queue.clone();
+        common::spawn_reporting(move || queue.processor().stop())
+    };
+    common::finish(&stopper, "a stop while the handler waits").unwrap();
+    assert_eq!((queue.len(), queue.stats().processed), (1, 0));
+    atomically(|tx| tx.write(&gate, true));
+    queue.processor().start().unwrap();
+    assert!(queue.wait_idle(LIMIT));
+    assert_eq!(queue.stats().processed, 1);
+    queue.processor().stop().unwrap();
+}

@@ -365,7 +365,9 @@ impl CommandQueueBuilder {
     ///
     /// The handler may run more than once per attempt (a conflict re-runs its transaction), so
     /// it changes state through `tx` and puts side effects in `tx.after_commit`. To fail, it
-    /// aborts with a [`HandlerError`]; a panic counts as a failure too.
+    /// aborts with a [`HandlerError`]; a panic counts as a failure too. A handler may `retry`
+    /// to wait for a condition: the processor waits with it (handlers run one at a time), and a
+    /// stop of the processor wakes it and leaves the command queued.
     ///
     /// # Panics
     ///
@@ -426,7 +428,9 @@ impl Shared {
     }
 
     /// Handle the head of the queue, `job` (only the processor pops, so it stays the head).
-    fn process(self: &Arc<Self>, job: Job) {
+    /// Returns `false`, leaving the command queued, if `stop` was set before the handler
+    /// committed: a handler blocked in `retry` wakes for the stop flag too.
+    fn process(self: &Arc<Self>, job: Job, stop: &TVar<bool>) -> bool {
         let handler = &self.handlers[&job.envelope.type_id];
         let attempt = job.failed + 1;
         let command = job.envelope.command.lock();
@@ -434,15 +438,18 @@ impl Shared {
             .as_deref()
             .expect("a queued command is only taken out after it leaves the queue");
         let handled = catch_unwind(AssertUnwindSafe(|| {
-            try_atomically::<(), HandlerError>(|tx| {
+            try_atomically::<bool, HandlerError>(|tx| {
+                if tx.read(stop)? {
+                    return Ok(false);
+                }
                 self.queue.pop(tx)?;
                 handler(tx, command)?;
                 self.log_on_commit(tx, &job, attempt, OutcomeKind::Processed);
-                Ok(())
+                Ok(true)
             })
         }));
         let error: Arc<str> = match handled {
-            Ok(Ok(())) => return,
+            Ok(Ok(handled)) => return handled,
             Ok(Err(HandlerError(message))) => message.into(),
             Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)).into(),
         };
@@ -471,6 +478,7 @@ impl Shared {
             }
             Ok(())
         });
+        true
     }
 
     /// Log the outcome when the commit is certain, before the dequeue is visible.
@@ -576,9 +584,9 @@ impl Service for Processor {
                     }
                     shared.queue.peek(tx).map(Some)
                 });
-                match next {
-                    Some(job) => shared.process(job),
-                    None => return,
+                let handled = next.is_some_and(|job| shared.process(job, &flag));
+                if !handled {
+                    return;
                 }
             })
             .map_err(ProcessorError::Spawn)?;
