@@ -207,3 +207,125 @@ fn counter_has_no_lost_updates() {
     }
     assert_eq!(counter.load(), THREADS * PER_THREAD);
 }
+
+/// Long readers re-pin as they read (`reclaim.rs`, "Long readers"), and trimming then unlinks
+/// versions between the announced snapshots: every such reader must still see one consistent
+/// snapshot of the hot accounts, however far the writers move on.
+#[test]
+fn long_readers_that_repin_keep_consistent_snapshots_while_chains_are_trimmed() {
+    const HOT: usize = 8;
+    const COLD: usize = 3_000;
+    const START: i64 = 1_000;
+    let hot: Arc<Vec<TVar<i64>>> = Arc::new((0..HOT).map(|_| TVar::new(START)).collect());
+    let cold: Arc<Vec<TVar<u64>>> = Arc::new((0..COLD as u64).map(TVar::new).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let commits = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (hot, stop, commits) = (hot.clone(), stop.clone(), commits.clone());
+            thread::spawn(move || {
+                let mut rng = Rng(t + 11);
+                while !stop.load(Ordering::Relaxed) {
+                    let (from, to) = (rng.below(HOT), rng.below(HOT));
+                    atomically(|tx| {
+                        tx.modify(&hot[from], |b| b - 1)?;
+                        tx.modify(&hot[to], |b| b + 1)
+                    });
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (hot, cold, commits) = (hot.clone(), cold.clone(), commits.clone());
+            thread::spawn(move || {
+                for _ in 0..10 {
+                    let runs = AtomicUsize::new(0);
+                    atomically(|tx| {
+                        runs.fetch_add(1, Ordering::Relaxed);
+                        let start = commits.load(Ordering::Relaxed);
+                        let first: Vec<i64> =
+                            hot.iter().map(|v| tx.read(v)).collect::<Result<_, _>>()?;
+                        assert_eq!(first.iter().sum::<i64>(), START * HOT as i64);
+                        // Re-pin many times while the writers move far past the snapshot,
+                        // re-reading the hot accounts in between.
+                        let mut round = 0;
+                        while round < 4 || commits.load(Ordering::Relaxed) < start + 20_000 {
+                            round += 1;
+                            for v in cold.iter() {
+                                tx.read(v)?;
+                            }
+                            for (i, v) in hot.iter().enumerate() {
+                                assert_eq!(
+                                    tx.read(v)?,
+                                    first[i],
+                                    "round {round}: the snapshot moved"
+                                );
+                            }
+                            assert!(round < 100_000, "the writers stalled");
+                        }
+                        Ok(())
+                    });
+                    assert_eq!(runs.load(Ordering::Relaxed), 1);
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join()
+            .expect("a long reader saw an inconsistent snapshot");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let total: i64 = hot.iter().map(TVar::load).sum();
+    assert_eq!(total, START * HOT as i64);
+}
+
+/// A re-pinned read-only attempt that then writes or retries is re-run with one pin: the write
+/// commits and the retry blocks and wakes like any other.
+#[test]
+fn a_long_reader_that_then_writes_or_retries_behaves_like_any_transaction() {
+    let many: Vec<TVar<u64>> = (0..5_000).map(TVar::new).collect();
+    let flag = TVar::new(false);
+    let runs = AtomicUsize::new(0);
+    atomically(|tx| {
+        runs.fetch_add(1, Ordering::Relaxed);
+        for v in &many {
+            tx.read(v)?;
+        }
+        tx.write(&flag, true)
+    });
+    assert!(flag.load());
+    assert_eq!(
+        runs.load(Ordering::Relaxed),
+        2,
+        "the re-pinned attempt re-runs once to write"
+    );
+
+    let ready = TVar::new(false);
+    let waiter = {
+        let (many, ready) = (Arc::new(many), ready.clone());
+        common::spawn_reporting(move || {
+            atomically(|tx| {
+                let mut sum = 0;
+                for v in many.iter() {
+                    sum += tx.read(v)?;
+                }
+                if !tx.read(&ready)? {
+                    return mvstm::retry();
+                }
+                Ok(sum)
+            })
+        })
+    };
+    thread::sleep(common::QUIET);
+    common::still_blocked(&waiter, "a long reader waiting on `ready`");
+    atomically(|tx| tx.write(&ready, true));
+    assert_eq!(
+        common::finish(&waiter, "the long reader"),
+        4_999 * 5_000 / 2
+    );
+}

@@ -25,14 +25,47 @@
 //! A chain therefore holds the versions newer than the horizon plus at most `FULL_TRIM_EVERY`:
 //! memory stays bounded under constant overwrites. A thread that stays pinned holds the horizon
 //! back, which is why a blocked `retry` unpins before it parks.
+//!
+//! # Long readers
+//!
+//! A read-only transaction that reads a lot would hold the horizon (and every deferred free)
+//! back for as long as it runs. Instead, once it has read [`REPIN_READS`] variables it
+//! *announces* its snapshot here and from then on re-pins every [`REPIN_READS`] reads, so the
+//! epoch and the horizon move on without it. Its own versions stay safe because trimming keeps,
+//! besides the newest version under the horizon, the newest version under every announced
+//! snapshot, and cuts below the oldest of them:
+//!
+//! - A trimmer that loaded a horizon above an announced snapshot `r` sees the announcement: the
+//!   reader announced while pinned with `r >= HORIZON`, so the horizon only passed `r` through
+//!   an epoch advance after the reader's re-pin, which the Acquire load of `HORIZON`
+//!   synchronises with.
+//! - A trimmer with a horizon `<= r` never touches what `r` needs (it only unlinks versions
+//!   below the newest one under the horizon).
+//!
+//! Versions between two kept ones are unlinked one by one, without changing their own links,
+//! so a walker that stands on one still reaches the older versions it needs; each is freed by
+//! a deferred destroy. A chain then holds the versions newer than the horizon, one version per
+//! announced snapshot, and at most `FULL_TRIM_EVERY` more. The transaction pays for it: its
+//! read log is no longer protected by its pin, so if it then writes or retries, the attempt is
+//! re-run without re-pinning (`txn.rs`).
 
 use crate::clock::CLOCK;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::tvar::{Header, Version, VersionPtr};
 use crossbeam_epoch::{Guard, Shared};
+use smallvec::SmallVec;
 use std::ptr::NonNull;
 
 static HORIZON: AtomicU64 = AtomicU64::new(0);
+
+/// Snapshots announced by long readers (a multiset), and a summary of it that trimmers read
+/// without the lock: how many there are and the smallest.
+static ANNOUNCED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+static LONG_READERS: AtomicUsize = AtomicUsize::new(0);
+static MIN_ANNOUNCED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Reads after which a read-only transaction announces its snapshot, and between its re-pins.
+pub(crate) const REPIN_READS: usize = 1024;
 
 /// Commits of one thread after which it flushes its epoch bag even without a horizon stamp.
 pub(crate) const FLUSH_EVERY: u32 = 256;
@@ -63,6 +96,30 @@ pub(crate) fn defer_horizon_advance(guard: &Guard) {
     });
 }
 
+/// Announce the snapshot `rv` of a long reader. The caller is pinned and took `rv` while pinned.
+pub(crate) fn announce(rv: u64) {
+    let mut announced = ANNOUNCED.lock();
+    announced.push(rv);
+    // Release (both): published before the caller's re-pin, which a trimmer's Acquire of a
+    // horizon above `rv` synchronises with (module docs).
+    MIN_ANNOUNCED.fetch_min(rv, Ordering::Release);
+    LONG_READERS.store(announced.len(), Ordering::Release);
+}
+
+/// Withdraw an announcement made by `announce(rv)`.
+pub(crate) fn withdraw(rv: u64) {
+    let mut announced = ANNOUNCED.lock();
+    let at = announced
+        .iter()
+        .position(|&a| a == rv)
+        .expect("withdrawn snapshot was announced");
+    announced.swap_remove(at);
+    // A trimmer that still sees the old summary keeps more than it must: harmless.
+    let min = announced.iter().copied().min().unwrap_or(u64::MAX);
+    MIN_ANNOUNCED.store(min, Ordering::Release);
+    LONG_READERS.store(announced.len(), Ordering::Release);
+}
+
 /// Cut the versions below the newest one with `stamp <= HORIZON`, starting at `from`.
 ///
 /// # Safety
@@ -72,41 +129,128 @@ pub(crate) fn defer_horizon_advance(guard: &Guard) {
 pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &Guard) {
     // Acquire: pairs with the Release `fetch_max` of the deferred advance (see module docs).
     let horizon = HORIZON.load(Ordering::Acquire);
+    // Acquire: after the horizon, so an announcement below it is seen (module docs).
+    let long_readers = LONG_READERS.load(Ordering::Acquire) > 0;
+    let floor = if long_readers {
+        horizon.min(MIN_ANNOUNCED.load(Ordering::Acquire))
+    } else {
+        horizon
+    };
     // Relaxed: only the lock holder reads or writes the counter, and the lock orders holders.
     let writes = header.writes_since_trim.load(Ordering::Relaxed) + 1;
-    let limit = if writes >= FULL_TRIM_EVERY {
-        usize::MAX
-    } else {
-        QUICK_WALK
-    };
+    let full = writes >= FULL_TRIM_EVERY;
+    let limit = if full { usize::MAX } else { QUICK_WALK };
     let mut cur = from;
     for _ in 0..limit {
         // SAFETY: pinned; nodes reachable from the head are live.
         let Some(version) = (unsafe { cur.as_ref() }) else {
             break;
         };
-        if version.stamp <= horizon {
-            // Relaxed: the tail is unreachable for every snapshot (they all stop at `version`),
-            // and a walker that already loaded the old pointer is protected by its pin.
-            let tail = version.prev.swap(Shared::null(), Ordering::Relaxed, guard);
-            if !tail.is_null() {
-                let addr = tail.as_raw() as usize;
-                // SAFETY: the swap made us the only owner of the tail; the free is deferred past
-                // every thread that might be walking it. `T: Send` per `TVar::new`.
-                unsafe {
-                    guard.defer_unchecked(move || {
-                        destroy_chain(Shared::from(addr as *const Version<T>));
-                    });
-                }
-            }
+        if version.stamp <= horizon && full && floor < horizon {
+            // SAFETY: forwarded contract; `version` is the newest under the horizon.
+            unsafe { trim_between_announced(version, guard) };
+            header.writes_since_trim.store(0, Ordering::Relaxed);
+            return;
+        }
+        if version.stamp <= floor {
+            // SAFETY: forwarded contract; every snapshot stops at `version` or above.
+            unsafe { cut_below(version, guard) };
             header.writes_since_trim.store(0, Ordering::Relaxed);
             return;
         }
         // Acquire: the older node was published with Release before it was linked below.
         cur = version.prev.load(Ordering::Acquire, guard);
     }
-    let writes = if limit == usize::MAX { 0 } else { writes };
+    let writes = if full { 0 } else { writes };
     header.writes_since_trim.store(writes, Ordering::Relaxed);
+}
+
+/// Below `kept`, the newest version under the horizon, keep only the newest version under each
+/// announced snapshot: unlink the others one by one and cut below the oldest kept.
+///
+/// # Safety
+///
+/// As for [`trim`]; `kept` is in the chain.
+unsafe fn trim_between_announced<'g, T>(mut kept: &'g Version<T>, guard: &'g Guard) {
+    let mut snapshots: SmallVec<[u64; 8]> = ANNOUNCED.lock().iter().copied().collect();
+    snapshots.sort_unstable_by(|a, b| b.cmp(a));
+    for r in snapshots {
+        if r >= kept.stamp {
+            continue; // served by `kept` or a newer version
+        }
+        // Acquire: as in `trim`'s walk.
+        let first = kept.prev.load(Ordering::Acquire, guard);
+        let mut cur = first;
+        // SAFETY: pinned; nodes reachable from a kept version are live.
+        while let Some(version) = unsafe { cur.as_ref() } {
+            if version.stamp <= r {
+                break;
+            }
+            cur = version.prev.load(Ordering::Acquire, guard);
+        }
+        // SAFETY: as above.
+        let Some(target) = (unsafe { cur.as_ref() }) else {
+            break; // the chain ends above `r`: nothing older to keep or to cut
+        };
+        if cur != first {
+            // Release: a walker that loads the new link sees `target` initialised (it was
+            // published long ago; this keeps the argument local). The skipped versions keep
+            // their own links, so a walker standing on one still reaches `target`.
+            kept.prev.store(cur, Ordering::Release);
+            let mut skipped = first;
+            while skipped != cur {
+                // SAFETY: `skipped` is between `kept` and `target`, so live and now unlinked.
+                let next = unsafe { skipped.deref() }
+                    .prev
+                    .load(Ordering::Acquire, guard);
+                let addr = skipped.as_raw() as usize;
+                // SAFETY: unlinked under the TVar's lock, so we alone own it; the free waits for
+                // every thread that might stand on it. `T: Send` per `TVar::new`.
+                unsafe {
+                    guard.defer_unchecked(move || destroy_one(addr as *mut Version<T>));
+                }
+                skipped = next;
+            }
+        }
+        kept = target;
+    }
+    // SAFETY: `kept` is the newest version under the oldest announced snapshot (or under the
+    // horizon): every snapshot stops at it or above.
+    unsafe { cut_below(kept, guard) };
+}
+
+/// Cut and free the versions below `version`.
+///
+/// # Safety
+///
+/// As for [`trim`]; no snapshot reads below `version`.
+unsafe fn cut_below<T>(version: &Version<T>, guard: &Guard) {
+    // Relaxed: the tail is unreachable for every snapshot (they all stop at `version`), and a
+    // walker that already loaded the old pointer is protected by its pin.
+    let tail = version.prev.swap(Shared::null(), Ordering::Relaxed, guard);
+    if !tail.is_null() {
+        let addr = tail.as_raw() as usize;
+        // SAFETY: the swap made us the only owner of the tail; the free is deferred past every
+        // thread that might be walking it. `T: Send` per `TVar::new`.
+        unsafe {
+            guard.defer_unchecked(move || {
+                destroy_chain(Shared::from(addr as *const Version<T>));
+            });
+        }
+    }
+}
+
+/// Free one version, not the ones it links to.
+///
+/// # Safety
+///
+/// The caller owns the version: nothing else can reach or free it.
+unsafe fn destroy_one<T>(node: *mut Version<T>) {
+    // SAFETY: owned per the contract; blocks are global-allocator blocks of the node's layout.
+    unsafe {
+        std::ptr::drop_in_place(node);
+        crate::alloc::dealloc(NonNull::new_unchecked(node));
+    }
 }
 
 /// Free a chain of versions, oldest links included, without recursion.

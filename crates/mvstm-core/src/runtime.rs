@@ -370,6 +370,13 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                 after_attempt(flags, &tx.handle);
                 contention.on_conflict();
             }
+            Abandon::Retry(_) if tx.announced => {
+                // The logged headers are not protected by the re-pinned guard: run the body
+                // again with one pin, and let that attempt wait.
+                drop(tx.give_up_repinned());
+                tx.abandon(AbortCause::Conflict);
+                after_attempt(flags, &tx.handle);
+            }
             Abandon::Retry(kind) => {
                 if kind == RetryKind::Reads {
                     tx.wait.on_reads = true;
@@ -430,6 +437,10 @@ impl Txn {
         }
         self.doomed = false;
         self.stale = false;
+        if self.announced {
+            self.announced = false;
+            crate::reclaim::withdraw(self.rv);
+        }
         self.guard = None;
     }
 
@@ -484,6 +495,7 @@ impl Txn {
         self.blocked = Duration::ZERO;
         self.update_hint = false;
         self.forbid_writes = false;
+        self.no_repin = false;
     }
 }
 

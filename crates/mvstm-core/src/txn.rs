@@ -84,6 +84,12 @@ pub struct Txn {
     pub(crate) flush_due: bool,
     /// Commits since this thread last flushed its epoch bag.
     pub(crate) commits_since_flush: u32,
+    /// This read-only attempt announced its snapshot and re-pins as it reads (`reclaim.rs`):
+    /// its read log is no longer protected by its pin, so it must not write, extend or retry.
+    pub(crate) announced: bool,
+    /// An attempt of this `atomically` call re-pinned and then had to write or retry: later
+    /// attempts keep one pin.
+    pub(crate) no_repin: bool,
 }
 
 impl Txn {
@@ -108,6 +114,8 @@ impl Txn {
             blocked: Duration::ZERO,
             flush_due: false,
             commits_since_flush: 0,
+            announced: false,
+            no_repin: false,
         }
     }
 
@@ -151,7 +159,7 @@ impl Txn {
                     .deref()
             };
             if head.stamp <= self.rv {
-                self.reads.push(ReadEntry {
+                self.log_read(ReadEntry {
                     header: var.header(),
                     stamp: head.stamp,
                 });
@@ -159,6 +167,44 @@ impl Txn {
             }
         }
         self.read_general(var)
+    }
+
+    /// Log a read; every `REPIN_READS` reads, let a long read-only attempt re-pin.
+    #[inline]
+    fn log_read(&mut self, entry: ReadEntry) {
+        self.reads.push(entry);
+        if self.reads.len() % crate::reclaim::REPIN_READS == 0 {
+            self.repin_long_reader();
+        }
+    }
+
+    /// A read-only attempt that has read `REPIN_READS` more variables: announce its snapshot
+    /// (once) and re-pin, so it does not hold back the reclamation of every other thread's
+    /// garbage for as long as it runs (`reclaim.rs`, "Long readers").
+    #[cold]
+    fn repin_long_reader(&mut self) {
+        if !self.writes.is_empty() || self.update_hint || self.no_repin || self.priority {
+            return;
+        }
+        if !self.announced {
+            // Pinned, with `rv` taken while pinned: the horizon is `<= rv` until we re-pin.
+            crate::reclaim::announce(self.rv);
+            self.announced = true;
+        }
+        self.guard
+            .as_mut()
+            .expect("a Txn is only used while an attempt runs")
+            .repin();
+    }
+
+    /// The attempt re-pinned, so its read log may name freed variables: it cannot write,
+    /// extend or wait. Give it up; the re-run keeps its pin.
+    #[cold]
+    pub(crate) fn give_up_repinned(&mut self) -> StmError {
+        self.no_repin = true;
+        self.update_hint = true;
+        self.doomed = true;
+        StmError::conflict()
     }
 
     /// Every case of `read`: buffered writes, doomed attempts, versions newer than the snapshot.
@@ -183,7 +229,7 @@ impl Txn {
         } else {
             self.read_slow(var, head.stamp)?
         };
-        self.reads.push(ReadEntry {
+        self.log_read(ReadEntry {
             header,
             stamp: version.stamp,
         });
@@ -197,8 +243,13 @@ impl Txn {
         var: &TVar<T>,
         newest: u64,
     ) -> StmResult<&'static Version<T>> {
+        // An announced attempt has read more than `EXTEND_READS_MAX` and written nothing.
         let may_extend =
             !self.writes.is_empty() || self.update_hint || self.reads.len() <= EXTEND_READS_MAX;
+        debug_assert!(
+            !(may_extend && self.announced),
+            "a re-pinned attempt extends"
+        );
         let extended = may_extend && self.extend(newest);
         if !extended && !self.writes.is_empty() {
             // Something we read changed and we already wrote: this attempt cannot commit.
@@ -281,6 +332,9 @@ impl Txn {
         var: &TVar<T>,
         value: T,
     ) -> StmResult<()> {
+        if self.announced {
+            return Err(self.give_up_repinned());
+        }
         if self.doomed || self.stale {
             // A stale read was fine for a read-only attempt; one that writes cannot commit.
             // The next attempt is an update: let it extend its snapshot instead of going stale.
