@@ -243,10 +243,12 @@ fn the_processor_is_one_lifecycle() {
 #[test]
 fn stopping_the_processor_wakes_a_handler_blocked_in_retry_and_keeps_the_command() {
     let gate = TVar::new(false);
+    let runs = Arc::new(AtomicUsize::new(0));
     let queue = CommandQueue::builder()
         .handler({
-            let gate = gate.clone();
+            let (gate, runs) = (gate.clone(), runs.clone());
             move |tx, _: &Add| {
+                runs.fetch_add(1, Ordering::SeqCst);
                 if !tx.read(&gate)? {
                     return mvstm::retry();
                 }
@@ -256,7 +258,7 @@ fn stopping_the_processor_wakes_a_handler_blocked_in_retry_and_keeps_the_command
         .build();
     queue.enqueue(Add(1)).unwrap();
     queue.processor().start().unwrap();
-    thread::sleep(common::QUIET);
+    common::wait_for_runs(&runs, 1); // the handler ran and is waiting in `retry`
     let stopper = {
         let queue = queue.clone();
         common::spawn_reporting(move || queue.processor().stop())
@@ -268,4 +270,66 @@ fn stopping_the_processor_wakes_a_handler_blocked_in_retry_and_keeps_the_command
     assert!(queue.wait_idle(LIMIT));
     assert_eq!(queue.stats().processed, 1);
     queue.processor().stop().unwrap();
+}
+
+#[test]
+fn a_panicking_after_commit_hook_neither_repeats_nor_loses_commands() {
+    let handled = TVar::new(Vec::<u64>::new());
+    let queue = CommandQueue::builder()
+        .handler({
+            let handled = handled.clone();
+            move |tx, cmd: &Add| {
+                let id = cmd.0;
+                tx.modify(&handled, |mut h| {
+                    h.push(id);
+                    h
+                })?;
+                if id == 1 {
+                    tx.after_commit(|| panic!("notification failed"));
+                }
+                Ok(())
+            }
+        })
+        .build();
+    for i in 1..=3 {
+        queue.enqueue(Add(i)).unwrap();
+    }
+    queue.processor().start().unwrap();
+    assert!(queue.wait_idle(LIMIT));
+    // Stopping works: the processor is not stuck on a phantom pop.
+    queue.processor().stop().unwrap();
+    assert_eq!(
+        handled.load(),
+        [1, 2, 3],
+        "each command handled once, none lost"
+    );
+    let stats = queue.stats();
+    assert_eq!(
+        (stats.processed, stats.retried, stats.dead_lettered),
+        (3, 0, 0)
+    );
+}
+
+#[test]
+fn dropping_a_running_queue_ends_its_processor_thread() {
+    let token = Arc::new(());
+    let probe = Arc::downgrade(&token);
+    {
+        let queue = CommandQueue::builder()
+            .handler(move |_, _: &Add| {
+                let _keep = &token; // the handler (and so the processor) holds `token`
+                Ok(())
+            })
+            .build();
+        queue.processor().start().unwrap();
+    }
+    // The processor thread owned the handlers; once it ended, `token` is gone.
+    let start = std::time::Instant::now();
+    while probe.upgrade().is_some() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "the processor thread outlived its queue"
+        );
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
 }

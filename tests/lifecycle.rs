@@ -428,3 +428,78 @@ fn a_claims_outcome_inside_its_own_transaction_panics_clearly() {
         Ok(())
     });
 }
+
+#[test]
+fn a_subscriber_panicking_between_restart_phases_cannot_orphan_the_claim() {
+    // The restart records `Stopping -> Starting` itself, between the stop and the start: a
+    // subscriber panicking there must not leave the service `Starting` with no owner.
+    let service = Lifecycle::new(Scripted::default());
+    service.start().unwrap();
+    service.subscribe(|t: &Transition| {
+        if t.from == State::Stopping && t.to == State::Starting {
+            panic!("audit log exploded");
+        }
+    });
+    assert!(catch_unwind(AssertUnwindSafe(|| service.restart())).is_err());
+    assert_eq!(service.state(), State::Running, "the restart completed");
+    assert_eq!(service.service().starts.load(Ordering::SeqCst), 2);
+    service.stop().unwrap();
+}
+
+#[test]
+fn a_claim_in_an_or_else_branch_that_retries_is_dropped_with_it() {
+    let (service, other) = (
+        Lifecycle::new(Scripted::default()),
+        Lifecycle::new(Scripted::default()),
+    );
+    let claim = try_atomically::<_, ClaimError>(|tx| {
+        tx.or_else(
+            |tx| {
+                let _dropped = service.claim_start(tx)?;
+                mvstm::retry()
+            },
+            |tx| other.claim_start(tx),
+        )
+    })
+    .unwrap();
+    claim.outcome().unwrap();
+    assert_eq!(
+        (service.state(), other.state()),
+        (State::Stopped, State::Running)
+    );
+    assert_eq!(service.service().starts.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn try_claims_report_refusals_without_aborting() {
+    let (service, spare) = (
+        Lifecycle::new(Scripted::default()),
+        Lifecycle::new(Scripted::default()),
+    );
+    service.start().unwrap();
+    #[derive(Debug, PartialEq)]
+    struct Quota;
+    // A refusal is a value: the caller may claim something else in the same transaction...
+    let claim = try_atomically::<_, Quota>(|tx| match service.try_claim_start(tx)? {
+        Ok(claim) => Ok(claim),
+        Err(refused) => {
+            assert_eq!(refused.found, State::Running);
+            match spare.try_claim_restart(tx)? {
+                Ok(claim) => Ok(claim),
+                Err(_) => tx.abort(Quota),
+            }
+        }
+    })
+    .unwrap();
+    claim.outcome().unwrap();
+    assert_eq!(spare.state(), State::Running);
+    // ...or abort with its own error type.
+    let refused = try_atomically::<(), Quota>(|tx| match spare.try_claim_start(tx)? {
+        Ok(_) => unreachable!("spare is running"),
+        Err(_) => tx.abort(Quota),
+    });
+    assert_eq!(refused, Err(Quota));
+    let stop = try_atomically::<_, Quota>(|tx| Ok(spare.try_claim_stop(tx)?.expect("running")));
+    stop.unwrap().outcome().unwrap();
+    assert_eq!(spare.state(), State::Stopped);
+}

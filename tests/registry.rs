@@ -7,10 +7,12 @@ use mvstm::lifecycle::{Lifecycle, LifecycleError, Registry, RegistryError, Servi
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Counts starts and stops; fails its start while `broken` is set.
+/// Counts starts and stops; fails its start while `broken` is set, and holds it (spinning)
+/// while `hold` is set.
 #[derive(Default)]
 struct Unit {
     broken: AtomicBool,
+    hold: AtomicBool,
     starts: AtomicUsize,
 }
 
@@ -19,6 +21,9 @@ impl Service for Unit {
     type Error = String;
 
     fn start(&self) -> Result<(), String> {
+        while self.hold.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         if self.broken.load(Ordering::SeqCst) {
             return Err("disk missing".into());
         }
@@ -181,8 +186,17 @@ fn a_dependent_start_and_a_requirement_stop_never_both_win() {
             .unwrap();
         registry.start("db").unwrap();
         let (a, b) = (registry.clone(), registry.clone());
-        let start = spawn_reporting(move || a.start("api").is_ok());
-        let stop = spawn_reporting(move || b.stop("db").is_ok());
+        // Released together, so the two requests overlap instead of running in spawn order.
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let (ga, gb) = (gate.clone(), gate);
+        let start = spawn_reporting(move || {
+            ga.wait();
+            a.start("api").is_ok()
+        });
+        let stop = spawn_reporting(move || {
+            gb.wait();
+            b.stop("db").is_ok()
+        });
         let (started, stopped) = (finish(&start, "start api"), finish(&stop, "stop db"));
         assert!(!(started && stopped), "api started while db stopped");
         let status = registry.status();
@@ -193,4 +207,31 @@ fn a_dependent_start_and_a_requirement_stop_never_both_win() {
         };
         assert!(!running("api") || running("db"), "{status:?}");
     }
+}
+
+#[test]
+fn start_with_deps_claims_none_while_a_member_is_busy() {
+    let (registry, units) = chain();
+    // `cache` is held in `Starting` by another request.
+    units[0].start().unwrap();
+    units[1].service().hold.store(true, Ordering::SeqCst);
+    let busy = {
+        let registry = registry.clone();
+        spawn_reporting(move || registry.start("cache"))
+    };
+    units[1]
+        .wait_for(|s| *s == State::Starting, common::LIMIT)
+        .unwrap();
+    let refused = registry.start_with_deps("api").unwrap_err();
+    assert!(
+        matches!(&refused, RegistryError::Service { service, error: LifecycleError::Refused(_) } if service == "cache"),
+        "{refused}"
+    );
+    // None of the group was claimed: `api` never left `Stopped`, nothing else started.
+    assert_eq!(registry.state("api").unwrap(), State::Stopped);
+    assert_eq!(units[2].history().len(), 0);
+    assert_eq!(units[0].service().starts.load(Ordering::SeqCst), 1);
+    units[1].service().hold.store(false, Ordering::SeqCst);
+    finish(&busy, "the held start").unwrap();
+    registry.start_with_deps("api").unwrap();
 }

@@ -24,10 +24,12 @@ use mvstm_collections::{Full, TBQueue};
 use mvstm_core::{atomically, try_atomically, StmResult, TVar, Txn};
 use parking_lot::Mutex;
 use std::any::{type_name, Any, TypeId};
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::error::Error;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -433,21 +435,44 @@ impl Shared {
     fn process(self: &Arc<Self>, job: Job, stop: &TVar<bool>) -> bool {
         let handler = &self.handlers[&job.envelope.type_id];
         let attempt = job.failed + 1;
-        let command = job.envelope.command.lock();
-        let command = command
-            .as_deref()
-            .expect("a queued command is only taken out after it leaves the queue");
-        let handled = catch_unwind(AssertUnwindSafe(|| {
-            try_atomically::<bool, HandlerError>(|tx| {
-                if tx.read(stop)? {
-                    return Ok(false);
-                }
-                self.queue.pop(tx)?;
-                handler(tx, command)?;
-                self.log_on_commit(tx, &job, attempt, OutcomeKind::Processed);
-                Ok(true)
-            })
-        }));
+        // Set by the last `on_commit` hook: the handler's transaction committed, whatever
+        // panics later (an `after_commit` hook of the handler panics after the commit).
+        let committed = Rc::new(Cell::new(false));
+        let handled = {
+            let command = job.envelope.command.lock();
+            let command = command
+                .as_deref()
+                .expect("a queued command is only taken out after it leaves the queue");
+            catch_unwind(AssertUnwindSafe(|| {
+                try_atomically::<bool, HandlerError>(|tx| {
+                    if tx.read(stop)? {
+                        return Ok(false);
+                    }
+                    self.pop_head(tx, &job)?;
+                    handler(tx, command)?;
+                    self.log_on_commit(tx, &job, attempt, OutcomeKind::Processed);
+                    let committed = Rc::clone(&committed);
+                    tx.on_commit(move || committed.set(true));
+                    Ok(true)
+                })
+            }))
+        };
+        if committed.get() {
+            // Processed: drop the command now, on this thread, not whenever the queue's old
+            // slot versions are reclaimed.
+            drop(job.envelope.take());
+            if let Err(panic) = handled {
+                // The commit stands (logged as processed); the hook's panic must not stop the
+                // processor, nor make it handle the command again.
+                eprintln!(
+                    "mvstm-lifecycle: an after_commit hook of command {} ({}) panicked: {}",
+                    job.envelope.id,
+                    job.envelope.command_type,
+                    panic_message(&*panic)
+                );
+            }
+            return true;
+        }
         let error: Arc<str> = match handled {
             Ok(Ok(handled)) => return handled,
             Ok(Err(HandlerError(message))) => message.into(),
@@ -459,7 +484,7 @@ impl Shared {
             last_error: Some(Arc::clone(&error)),
         };
         atomically(|tx| {
-            self.queue.pop(tx)?;
+            self.pop_head(tx, &job)?;
             if attempt >= self.max_attempts {
                 let mut dead = Vec::clone(&*tx.read(&self.dead)?);
                 dead.push(failed.clone());
@@ -479,6 +504,16 @@ impl Shared {
             Ok(())
         });
         true
+    }
+
+    /// Pop the head of the queue, which is `job`: only the processor pops, one job at a time.
+    fn pop_head(&self, tx: &mut Txn, job: &Job) -> StmResult<()> {
+        let head = self.queue.pop(tx)?;
+        debug_assert!(
+            Arc::ptr_eq(&head.envelope, &job.envelope),
+            "the processor's job left the head of the queue"
+        );
+        Ok(())
     }
 
     /// Log the outcome when the commit is certain, before the dequeue is visible.
@@ -544,7 +579,8 @@ pub struct Processor {
 /// A running processor: its thread and the flag that asks it to finish.
 pub struct RunningProcessor {
     stop: TVar<bool>,
-    thread: JoinHandle<()>,
+    /// `None` only once `stop` took it to join.
+    thread: Option<JoinHandle<()>>,
 }
 
 /// Why the processor could not start or stop.
@@ -590,15 +626,31 @@ impl Service for Processor {
                 }
             })
             .map_err(ProcessorError::Spawn)?;
-        Ok(RunningProcessor { stop, thread })
+        Ok(RunningProcessor {
+            stop,
+            thread: Some(thread),
+        })
     }
 
-    fn stop(&self, running: RunningProcessor) -> Result<(), ProcessorError> {
+    fn stop(&self, mut running: RunningProcessor) -> Result<(), ProcessorError> {
         atomically(|tx| tx.write(&running.stop, true));
-        running
+        let thread = running
             .thread
+            .take()
+            .expect("a running processor has its thread");
+        thread
             .join()
             .map_err(|panic| ProcessorError::Panicked(panic_message(&*panic)))
+    }
+}
+
+impl Drop for RunningProcessor {
+    /// A running processor dropped without `stop` (its lifecycle's last handle went away): ask
+    /// its thread to finish, so it does not wait on an unreachable queue forever. Inside a
+    /// transaction that cannot be done (no transaction can start there): the thread is left.
+    fn drop(&mut self) {
+        let stop = &self.stop;
+        let _ = catch_unwind(AssertUnwindSafe(|| atomically(|tx| tx.write(stop, true))));
     }
 }
 

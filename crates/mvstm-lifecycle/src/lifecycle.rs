@@ -28,8 +28,11 @@ use crate::error::{panic_message, ClaimError, LifecycleError, WaitTimeout};
 use crate::state::{Failure, Op, State, Transition};
 use mvstm_core::{atomically, try_atomically, StmResult, TVar, Txn};
 use parking_lot::Mutex;
+use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -216,9 +219,10 @@ impl<S: Service> Lifecycle<S> {
     /// Claim a start inside the caller's transaction.
     ///
     /// Moves the state to `Starting` in `tx` and registers the `after_commit` hook that starts
-    /// the service. If the state does not admit a start, it aborts `tx` with a [`ClaimError`]
-    /// (so run it under `try_atomically::<_, ClaimError>`, or an error type that the caller
-    /// converts to). Several claims in one transaction are all or none: a group start.
+    /// the service. If the state does not admit a start, it aborts `tx` with a [`ClaimError`],
+    /// so run it under `try_atomically::<_, ClaimError>`; with another abort type, or to try an
+    /// alternative, use [`try_claim_start`](Lifecycle::try_claim_start). Several claims in one
+    /// transaction are all or none: a group start.
     ///
     /// ```
     /// use mvstm::lifecycle::{ClaimError, Lifecycle, Service, State};
@@ -264,6 +268,51 @@ impl<S: Service> Lifecycle<S> {
         self.claim(tx, Op::Restart)
     }
 
+    /// Like [`claim_start`](Lifecycle::claim_start), but a refusal is returned instead of
+    /// aborting `tx`: the caller decides (abort with its own error, `retry` until the service is
+    /// free, claim something else).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use mvstm::try_atomically;
+    /// # struct Noop;
+    /// # impl Service for Noop {
+    /// #     type Running = ();
+    /// #     type Error = String;
+    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
+    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// # }
+    /// #[derive(Debug)]
+    /// enum Deploy { Busy(String) }
+    /// let (primary, spare) = (Lifecycle::new(Noop), Lifecycle::new(Noop));
+    /// primary.start().unwrap();
+    /// // Start the primary, or else the spare; abort with our own error if neither is free.
+    /// let claim = try_atomically::<_, Deploy>(|tx| match primary.try_claim_start(tx)? {
+    ///     Ok(claim) => Ok(claim),
+    ///     Err(_) => match spare.try_claim_start(tx)? {
+    ///         Ok(claim) => Ok(claim),
+    ///         Err(refused) => tx.abort(Deploy::Busy(refused.to_string())),
+    ///     },
+    /// })
+    /// .unwrap();
+    /// claim.outcome().unwrap();
+    /// assert_eq!(spare.state(), State::Running);
+    /// ```
+    pub fn try_claim_start(&self, tx: &mut Txn) -> StmResult<Result<Claim<S>, ClaimError>> {
+        self.try_claim(tx, Op::Start, None)
+    }
+
+    /// Like [`claim_stop`](Lifecycle::claim_stop), returning a refusal instead of aborting.
+    pub fn try_claim_stop(&self, tx: &mut Txn) -> StmResult<Result<Claim<S>, ClaimError>> {
+        self.try_claim(tx, Op::Stop, None)
+    }
+
+    /// Like [`claim_restart`](Lifecycle::claim_restart), returning a refusal instead of
+    /// aborting.
+    pub fn try_claim_restart(&self, tx: &mut Txn) -> StmResult<Result<Claim<S>, ClaimError>> {
+        self.try_claim(tx, Op::Restart, None)
+    }
+
     fn claim(&self, tx: &mut Txn, op: Op) -> StmResult<Claim<S>> {
         match self.try_claim(tx, op, None)? {
             Ok(claim) => Ok(claim),
@@ -292,15 +341,21 @@ impl<S: Service> Lifecycle<S> {
             Path::Start => State::Starting,
             Path::Stop { .. } => State::Stopping,
         };
-        self.inner.transition(tx, claimed)?;
+        self.inner.transition(tx, claimed, None)?;
         let outcome = Arc::new(Mutex::new(None));
         let (inner, slot) = (Arc::clone(&self.inner), Arc::clone(&outcome));
         tx.after_commit(move || {
+            let panics = PanicSlot::default();
+            let settle = Settle::new(&inner, Rc::clone(&panics));
             let result = match path {
-                Path::Start => inner.run_start(gate),
-                Path::Stop { then_start } => inner.run_stop(then_start, gate),
+                Path::Start => inner.start_claimed(settle, gate),
+                Path::Stop { then_start } => inner.stop_claimed(settle, then_start, gate),
             };
             *slot.lock() = Some(result);
+            // A subscriber's panic, held back until the outcome was recorded and delivered.
+            if let Some(panic) = panics.take() {
+                resume_unwind(panic);
+            }
         });
         Ok(Ok(Claim { op, outcome }))
     }
@@ -412,8 +467,14 @@ impl<S: Service> Lifecycle<S> {
 }
 
 impl<S: Service> Inner<S> {
-    /// Move to `to` in `tx`: the state, the log, and the subscribers' call after commit.
-    fn transition(self: &Arc<Self>, tx: &mut Txn, to: State) -> StmResult<()> {
+    /// Move to `to` in `tx`: the state, the log, and the subscribers' call after commit. A
+    /// subscriber's panic goes to `panics` if given, else it is re-raised from the hook.
+    fn transition(
+        self: &Arc<Self>,
+        tx: &mut Txn,
+        to: State,
+        panics: Option<PanicSlot>,
+    ) -> StmResult<()> {
         let from = tx.read(&self.state)?;
         tx.write(&self.state, to.clone())?;
         let seq = tx.read(&self.seq)? + 1;
@@ -428,15 +489,24 @@ impl<S: Service> Inner<S> {
             let slot = &self.history[((seq - 1) % self.history.len() as u64) as usize];
             tx.write(slot, Some(transition.clone()))?;
         }
-        if !self.subscribers.lock().is_empty() {
-            let inner = Arc::clone(self);
-            tx.after_commit(move || inner.notify(&transition));
-        }
+        // Registered even with no subscriber yet: one that subscribes before this commits must
+        // see the transition.
+        let inner = Arc::clone(self);
+        tx.after_commit(move || {
+            if let Some(panic) = inner.notify(&transition) {
+                match panics {
+                    Some(slot) => {
+                        slot.borrow_mut().get_or_insert(panic);
+                    }
+                    None => resume_unwind(panic),
+                }
+            }
+        });
         Ok(())
     }
 
-    /// Call every subscriber; re-raise the first panic afterwards, unless already unwinding.
-    fn notify(&self, transition: &Transition) {
+    /// Call every subscriber; return the first panic, after all were called.
+    fn notify(&self, transition: &Transition) -> Option<Box<dyn Any + Send>> {
         let subscribers: Vec<Subscriber> = self
             .subscribers
             .lock()
@@ -449,16 +519,16 @@ impl<S: Service> Inner<S> {
                 first_panic.get_or_insert(panic);
             }
         }
-        if let Some(panic) = first_panic {
-            if !std::thread::panicking() {
-                resume_unwind(panic);
-            }
-        }
+        first_panic
     }
 
-    /// The hook of a start claim: the state is `Starting` and this thread owns it.
-    fn run_start(self: &Arc<Self>, gate: Option<Gate>) -> Outcome<S> {
-        let mut settle = Settle::new(self, Op::Start);
+    /// The hook of a start claim: the state is `Starting` and `settle` owns it.
+    fn start_claimed(
+        self: &Arc<Self>,
+        mut settle: Settle<'_, S>,
+        gate: Option<Gate>,
+    ) -> Outcome<S> {
+        settle.reached(interrupted(Op::Start));
         if let Some(gate) = gate {
             if let Err(reason) = gate() {
                 settle.reached(State::Stopped);
@@ -483,9 +553,14 @@ impl<S: Service> Inner<S> {
         }
     }
 
-    /// The hook of a stop (or restart) claim: the state is `Stopping` and this thread owns it.
-    fn run_stop(self: &Arc<Self>, then_start: bool, gate: Option<Gate>) -> Outcome<S> {
-        let mut settle = Settle::new(self, Op::Stop);
+    /// The hook of a stop (or restart) claim: the state is `Stopping` and `settle` owns it.
+    fn stop_claimed(
+        self: &Arc<Self>,
+        mut settle: Settle<'_, S>,
+        then_start: bool,
+        gate: Option<Gate>,
+    ) -> Outcome<S> {
+        settle.reached(interrupted(Op::Stop));
         let running = self
             .running
             .lock()
@@ -493,10 +568,10 @@ impl<S: Service> Inner<S> {
             .expect("mvstm-lifecycle: a running service without its instance (a bug)");
         match catch_unwind(AssertUnwindSafe(|| self.service.stop(running))) {
             Ok(Ok(())) if then_start => {
-                // Hand the claim straight to the start: `Stopping` → `Starting`.
-                settle.reached(State::Starting);
-                drop(settle);
-                self.run_start(gate)
+                // Hand the claim straight to the start: `Stopping` → `Starting`, with the same
+                // guard still armed.
+                settle.record(State::Starting);
+                self.start_claimed(settle, gate)
             }
             Ok(Ok(())) => {
                 settle.reached(State::Stopped);
@@ -523,36 +598,54 @@ fn failed(during: Op, message: String, panicked: bool) -> State {
     })
 }
 
-/// Records the outcome of a claim when dropped, whatever path leaves the hook: the state it was
-/// last told the operation reached, or `Failed` if a panic came first.
+/// What a claim records if a panic interrupts `op`.
+fn interrupted(op: Op) -> State {
+    failed(
+        op,
+        "interrupted by a panic before the outcome was recorded".to_string(),
+        true,
+    )
+}
+
+/// A subscriber's panic raised while a claim's owner records a transition, held until the
+/// outcome is delivered (re-raising it earlier would leave the claim with no owner).
+type PanicSlot = Rc<RefCell<Option<Box<dyn Any + Send>>>>;
+
+/// Owns a claim from its commit until its outcome is recorded, which happens when it is dropped,
+/// whatever path leaves the hook: the state it was last told the operation reached, or `Failed`
+/// if a panic came first. Recording never panics: subscribers' panics go to `panics`.
 struct Settle<'a, S: Service> {
     inner: &'a Arc<Inner<S>>,
     to: State,
+    panics: PanicSlot,
 }
 
 impl<'a, S: Service> Settle<'a, S> {
-    fn new(inner: &'a Arc<Inner<S>>, op: Op) -> Settle<'a, S> {
-        let interrupted = "interrupted by a panic before the outcome was recorded".to_string();
+    fn new(inner: &'a Arc<Inner<S>>, panics: PanicSlot) -> Settle<'a, S> {
         Settle {
             inner,
-            to: failed(op, interrupted, true),
+            to: interrupted(Op::Start),
+            panics,
         }
     }
 
+    /// What to record when dropped.
     fn reached(&mut self, state: State) {
         self.to = state;
+    }
+
+    /// Record `state` now, staying the claim's owner.
+    fn record(&self, state: State) {
+        atomically(|tx| {
+            self.inner
+                .transition(tx, state.clone(), Some(Rc::clone(&self.panics)))
+        });
     }
 }
 
 impl<S: Service> Drop for Settle<'_, S> {
     fn drop(&mut self) {
-        atomically(|tx| {
-            debug_assert!(
-                tx.read(&self.inner.state)?.is_busy(),
-                "only a claim's owner settles it"
-            );
-            self.inner.transition(tx, self.to.clone())
-        });
+        self.record(self.to.clone());
     }
 }
 

@@ -10,6 +10,7 @@ use crate::lifecycle::{Claim, Gate, Lifecycle, Service};
 use crate::state::{Op, State};
 use mvstm_collections::TMap;
 use mvstm_core::{atomically, try_atomically, StmResult, Txn};
+use std::collections::HashSet;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
@@ -190,7 +191,8 @@ impl Registry {
                 return tx.abort(RegistryError::Duplicate(name.to_string()));
             }
             let mut path = vec![name.to_string()];
-            if self.reaches(tx, &entry.requires, name, &mut path)? {
+            let mut seen = HashSet::new();
+            if self.reaches(tx, &entry.requires, name, &mut path, &mut seen)? {
                 return tx.abort(RegistryError::Cycle(path));
             }
             self.services
@@ -200,23 +202,25 @@ impl Registry {
     }
 
     /// Whether following requirements from `from` reaches `target`; `path` ends with the way.
+    /// Each service is explored once (`seen`): one that did not lead to `target` never will.
     fn reaches(
         &self,
         tx: &mut Txn,
         from: &[String],
         target: &str,
         path: &mut Vec<String>,
+        seen: &mut HashSet<String>,
     ) -> StmResult<bool> {
         for next in from {
-            if path[1..].contains(next) {
-                continue; // an existing diamond; existing cycles were refused earlier
+            if !seen.insert(next.clone()) {
+                continue;
             }
             path.push(next.clone());
             if next == target {
                 return Ok(true);
             }
             if let Some(entry) = self.services.get(tx, next.as_str())? {
-                if self.reaches(tx, &entry.requires, target, path)? {
+                if self.reaches(tx, &entry.requires, target, path, seen)? {
                     return Ok(true);
                 }
             }
