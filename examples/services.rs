@@ -119,6 +119,7 @@ fn accept_loop(
             // A peer that vanishes mid-request is that connection's problem only.
             let _ = handle(&mut BufReader::new(read_half), &mut stream);
         });
+        connections.retain(|(_, thread): &(TcpStream, JoinHandle<()>)| !thread.is_finished());
         connections.push((control, thread));
     }
     for (control, thread) in connections {
@@ -211,6 +212,9 @@ fn admin_command(line: &str) -> String {
         [verb @ ("start" | "stop" | "restart")] => {
             return format!("error: `{verb}` needs a service name");
         }
+        [verb @ ("start" | "stop" | "restart" | "status"), ..] => {
+            return format!("error: too many words for `{verb}`");
+        }
         [] => return "error: empty command".to_string(),
         [verb, ..] => {
             return format!(
@@ -264,7 +268,9 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::new();
     registry.register("http", http.clone(), &[])?;
     registry.register("echo", echo.clone(), &[])?;
-    let _ = REGISTRY.set((registry.clone(), vec![http.clone(), echo.clone()]));
+    REGISTRY
+        .set((registry.clone(), vec![http.clone(), echo.clone()]))
+        .map_err(|_| "the services example runs once per process")?;
 
     let admin = Lifecycle::new(TcpService::new("admin", serve_admin));
     admin.start()?;
@@ -295,7 +301,14 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     for command in ["restart echo", "stop http", "stop http", "status"] {
         println!("> {command:<14} {}", client.send(command)?);
     }
-    for command in ["launch http", "start ftp", "start", "", "stop   "] {
+    for command in [
+        "launch http",
+        "start ftp",
+        "start",
+        "",
+        "stop   ",
+        "stop http now",
+    ] {
         let reply = client.send(command)?;
         assert!(
             reply.starts_with("error: "),

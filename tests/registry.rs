@@ -88,7 +88,11 @@ fn cycles_are_refused_at_registration() {
     lonely
         .register("x", Lifecycle::new(Unit::default()), &["ghost"])
         .unwrap();
-    assert!(matches!(lonely.start("x"), Err(RegistryError::Unknown(n)) if n == "ghost"));
+    assert_eq!(
+        lonely.start("x").unwrap_err().to_string(),
+        "cannot start `x`: it requires `ghost`, which is not registered"
+    );
+    assert!(matches!(lonely.start_with_deps("x"), Err(RegistryError::Unknown(n)) if n == "ghost"));
 }
 
 #[test]

@@ -106,8 +106,8 @@ struct Inner<S: Service> {
     /// The running instance: `Some` exactly while the state is `Running`, or while a hook that
     /// owns a claim moves it.
     running: Mutex<Option<S::Running>>,
-    subscribers: Mutex<Vec<(u64, Subscriber)>>,
-    next_subscriber: Mutex<u64>,
+    /// The last subscription id handed out, and the subscribers.
+    subscribers: Mutex<(u64, Vec<(u64, Subscriber)>)>,
 }
 
 type Subscriber = Arc<dyn Fn(&Transition) + Send + Sync>;
@@ -170,8 +170,7 @@ impl<S: Service> Lifecycle<S> {
                 seq: TVar::new(0),
                 history: (0..capacity).map(|_| TVar::new(None)).collect(),
                 running: Mutex::new(None),
-                subscribers: Mutex::new(Vec::new()),
-                next_subscriber: Mutex::new(0),
+                subscribers: Mutex::new((0, Vec::new())),
             }),
         }
     }
@@ -428,21 +427,16 @@ impl<S: Service> Lifecycle<S> {
         &self,
         subscriber: impl Fn(&Transition) + Send + Sync + 'static,
     ) -> SubscriptionId {
-        let id = {
-            let mut next = self.inner.next_subscriber.lock();
-            *next += 1;
-            *next
-        };
-        self.inner
-            .subscribers
-            .lock()
-            .push((id, Arc::new(subscriber)));
+        let mut subscribers = self.inner.subscribers.lock();
+        subscribers.0 += 1;
+        let id = subscribers.0;
+        subscribers.1.push((id, Arc::new(subscriber)));
         SubscriptionId(id)
     }
 
     /// Remove a subscription; `false` if it was already removed.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let mut subscribers = self.inner.subscribers.lock();
+        let subscribers = &mut self.inner.subscribers.lock().1;
         let before = subscribers.len();
         subscribers.retain(|(sid, _)| *sid != id.0);
         subscribers.len() != before
@@ -510,6 +504,7 @@ impl<S: Service> Inner<S> {
         let subscribers: Vec<Subscriber> = self
             .subscribers
             .lock()
+            .1
             .iter()
             .map(|(_, s)| Arc::clone(s))
             .collect();

@@ -99,6 +99,13 @@ pub enum RegistryError {
     Duplicate(String),
     /// `register` would close a cycle of requirements: the names along it, first = last.
     Cycle(Vec<String>),
+    /// A start refused because a service it requires is not registered.
+    MissingRequirement {
+        /// The service to start.
+        service: String,
+        /// The requirement no service is registered under.
+        requirement: String,
+    },
     /// A start refused because a service it requires is not running.
     RequirementNotRunning {
         /// The service to start.
@@ -134,6 +141,13 @@ impl fmt::Display for RegistryError {
                 write!(f, "a service named `{name}` is already registered")
             }
             RegistryError::Cycle(path) => write!(f, "dependency cycle: {}", path.join(" -> ")),
+            RegistryError::MissingRequirement {
+                service,
+                requirement,
+            } => write!(
+                f,
+                "cannot start `{service}`: it requires `{requirement}`, which is not registered"
+            ),
             RegistryError::RequirementNotRunning {
                 service,
                 requirement,
@@ -279,7 +293,13 @@ impl Registry {
             let starts = op == Op::Start || (op == Op::Restart && state != State::Running);
             if starts && state.admits(op) {
                 for requirement in &entry.requires {
-                    let found = self.entry(tx, requirement)?.service.state_in(tx)?;
+                    let Some(required) = self.services.get(tx, requirement.as_str())? else {
+                        return tx.abort(RegistryError::MissingRequirement {
+                            service: name.to_string(),
+                            requirement: requirement.clone(),
+                        });
+                    };
+                    let found = required.service.state_in(tx)?;
                     if found != State::Running {
                         return tx.abort(RegistryError::RequirementNotRunning {
                             service: name.to_string(),
