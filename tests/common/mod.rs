@@ -51,10 +51,15 @@ pub fn spawn_reporting<T: Send + 'static>(
 
 /// The result of a thread from `spawn_reporting`, failing the test if it takes too long.
 pub fn finish<T>(rx: &mpsc::Receiver<thread::Result<T>>, what: &str) -> T {
-    match rx.recv_timeout(LIMIT) {
+    finish_within(rx, what, LIMIT)
+}
+
+/// Like [`finish`], for a thread expected to run for a while: fail after `limit`.
+pub fn finish_within<T>(rx: &mpsc::Receiver<thread::Result<T>>, what: &str, limit: Duration) -> T {
+    match rx.recv_timeout(limit) {
         Ok(Ok(v)) => v,
         Ok(Err(p)) => panic!("{what}: the thread panicked: {}", panic_message(&*p)),
-        Err(_) => panic!("{what}: still blocked after {LIMIT:?}"),
+        Err(_) => panic!("{what}: still running after {limit:?}"),
     }
 }
 
