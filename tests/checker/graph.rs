@@ -87,14 +87,17 @@ impl fmt::Display for Report {
         let aborted: usize = self.aborted.values().sum();
         write!(
             f,
-            "{} attempts: {} committed, {} aborted (",
+            "{} attempts: {} committed, {} aborted",
             self.attempts, self.committed, aborted
         )?;
         for (i, (cause, n)) in self.aborted.iter().enumerate() {
-            let sep = if i == 0 { "" } else { ", " };
+            let sep = if i == 0 { " (" } else { ", " };
             write!(f, "{sep}{cause:?} {n}")?;
         }
-        writeln!(f, "); {} reads, {} writes", self.reads, self.writes)?;
+        if aborted > 0 {
+            f.write_str(")")?;
+        }
+        writeln!(f, "; {} reads, {} writes", self.reads, self.writes)?;
         let [ww, wr, rw, rt] = self.edges;
         writeln!(
             f,
