@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use mvstm::{atomically, TVar};
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -51,10 +51,15 @@ pub fn spawn_reporting<T: Send + 'static>(
 
 /// The result of a thread from `spawn_reporting`, failing the test if it takes too long.
 pub fn finish<T>(rx: &mpsc::Receiver<thread::Result<T>>, what: &str) -> T {
-    match rx.recv_timeout(LIMIT) {
+    finish_within(rx, what, LIMIT)
+}
+
+/// Like [`finish`], for a thread expected to run for a while: fail after `limit`.
+pub fn finish_within<T>(rx: &mpsc::Receiver<thread::Result<T>>, what: &str, limit: Duration) -> T {
+    match rx.recv_timeout(limit) {
         Ok(Ok(v)) => v,
         Ok(Err(p)) => panic!("{what}: the thread panicked: {}", panic_message(&*p)),
-        Err(_) => panic!("{what}: still blocked after {LIMIT:?}"),
+        Err(_) => panic!("{what}: still running after {limit:?}"),
     }
 }
 
@@ -201,4 +206,33 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// Keep the default panic message for every panic except those whose payload is a `P`: tests
+/// that inject thousands of panics on purpose would otherwise flood the output. Other panics,
+/// assertion failures included, still print as usual.
+pub fn silence_panics_of<P: Any>() {
+    type Filter = fn(&(dyn Any + Send)) -> bool;
+    static SILENCED: Mutex<Vec<(TypeId, Filter)>> = Mutex::new(Vec::new());
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    fn is<P: Any>(payload: &(dyn Any + Send)) -> bool {
+        payload.is::<P>()
+    }
+    let mut silenced = SILENCED.lock().unwrap_or_else(|p| p.into_inner());
+    if !silenced.iter().any(|(id, _)| *id == TypeId::of::<P>()) {
+        silenced.push((TypeId::of::<P>(), is::<P>));
+    }
+    drop(silenced);
+    INSTALL.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let quiet = SILENCED
+                .lock()
+                .map(|s| s.iter().any(|(_, is)| is(info.payload())))
+                .unwrap_or(false);
+            if !quiet {
+                default(info);
+            }
+        }));
+    });
 }
