@@ -275,8 +275,8 @@ impl Txn {
     /// Move the snapshot forward, to at least `newest` if possible, if nothing read so far has
     /// changed.
     ///
-    /// A transaction that already wrote cannot commit with an older version, so rather than fail
-    /// it waits a little for `newest` to become visible (its writer is between publishing and
+    /// A transaction that already wrote (or whose earlier attempt wrote) cannot commit with an
+    /// older version, so rather than fail it waits a little for `newest` to become visible (its writer is between publishing and
     /// advancing the clock, a window without user code), and the priority holder waits as long
     /// as it takes, also for committers still holding locks on what it read: they passed the
     /// gate before it took the token and may be descheduled. Waiting here is safe because the
@@ -284,7 +284,11 @@ impl Txn {
     /// have not written never wait: they read the older version instead. A read-only transaction
     /// never holds the token (it never conflicts), so read-only transactions never block.
     fn extend(&mut self, newest: u64) -> bool {
-        let wait = !self.writes.is_empty();
+        // An attempt that has not written yet but whose call already wrote (`update_hint`) will
+        // write too: reading the older version would only doom it at its first write, and its
+        // re-runs would fail the same way for as long as the publisher of `newest` is
+        // descheduled (tens of thousands of re-runs were measured). So it waits like a writer.
+        let wait = !self.writes.is_empty() || self.update_hint;
         let patient = self.priority;
         let mut spins = 0u32;
         let mut now = crate::clock::CLOCK.snapshot();
