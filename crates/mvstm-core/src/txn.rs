@@ -27,9 +27,11 @@ use std::time::Duration;
 /// variables; beyond that it keeps its snapshot (cheaper than revalidating a large read set).
 const EXTEND_READS_MAX: usize = 64;
 
-/// Spins a transaction that wrote waits for a newer version to become visible before it gives
-/// up with a conflict (the priority holder waits on, yielding).
+/// Spins a transaction that wrote waits for a newer version to become visible, then yields this
+/// many more times, before it gives up with a conflict (the priority holder waits on, yielding).
+/// The yields matter when threads outnumber cores: the publisher may be the one descheduled.
 const EXTEND_WAIT_SPINS: u32 = 256;
+const EXTEND_WAIT_YIELDS: u32 = 16;
 
 /// The handle a transaction body works through.
 ///
@@ -290,15 +292,15 @@ impl Txn {
         // descheduled (tens of thousands of re-runs were measured). So it waits like a writer.
         let wait = !self.writes.is_empty() || self.update_hint;
         let patient = self.priority;
-        let mut spins = 0u32;
+        let mut waited = 0u32;
         let mut now = crate::clock::CLOCK.snapshot();
-        while now < newest && wait && (patient || spins < EXTEND_WAIT_SPINS) {
-            if spins < EXTEND_WAIT_SPINS {
-                spins += 1;
+        while now < newest && wait && (patient || waited < EXTEND_WAIT_SPINS + EXTEND_WAIT_YIELDS) {
+            if waited < EXTEND_WAIT_SPINS {
                 crate::sync::spin_hint();
             } else {
                 crate::sync::yield_now();
             }
+            waited = waited.saturating_add(1);
             now = crate::clock::CLOCK.snapshot();
         }
         if now <= self.rv {
