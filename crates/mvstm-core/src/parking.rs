@@ -28,15 +28,18 @@
 
 use crate::error::StmResult;
 use crate::log::ReadEntry;
-use crate::sync::Mutex;
-use crate::sync::Ordering;
+use crate::sync::{Instant, Mutex, Ordering, Thread};
 use crate::tvar::{ErasedRef, Header};
 use crate::txn::Txn;
 use smallvec::SmallVec;
-use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[cfg(not(loom))]
 const SHARDS: usize = 64;
+/// Under loom: one shard, so which shard a variable lands in (its address) never changes the
+/// model's steps from one execution to the next.
+#[cfg(loom)]
+const SHARDS: usize = 1;
 
 /// First and longest nap of a waiter that found a waited variable locked.
 const POLL_START: Duration = Duration::from_micros(20);
@@ -49,8 +52,12 @@ struct Entry {
     ticket: u64,
 }
 
-static TABLE: [Mutex<Vec<Entry>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
+crate::sync::global! {
+    static TABLE: [Mutex<Vec<Entry>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
+    loom: std::array::from_fn(|_| Mutex::new(Vec::new()));
+}
 
+#[cfg_attr(loom, allow(clippy::modulo_one))] // one shard under loom
 fn shard(addr: usize) -> &'static Mutex<Vec<Entry>> {
     // Fibonacci hashing of the address; headers are at least 8-byte aligned.
     &TABLE[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) % SHARDS]
@@ -152,7 +159,9 @@ impl Wait {
     /// Register on every variable of `spec` (plus `reads` if asked). Must run while the attempt
     /// is still pinned, since the logged headers are only guaranteed live until it unpins.
     pub(crate) fn register(spec: &mut WaitSpec, reads: &[ReadEntry]) -> Wait {
-        static TICKETS: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(1);
+        crate::sync::global! {
+            static TICKETS: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(1);
+        }
         let mut wait = Wait {
             any: Vec::new(),
             all: Vec::new(),
@@ -199,20 +208,21 @@ impl Wait {
     }
 
     fn register_all(&mut self) {
-        let mut addrs: SmallVec<[(usize, &ErasedRef); 8]> = SmallVec::new();
+        // (lock order key, address, variable): registered in the lock order.
+        let mut addrs: SmallVec<[(usize, usize, &ErasedRef); 8]> = SmallVec::new();
         let vars = self
             .any
             .iter()
             .chain(self.all.iter().flatten())
             .chain(self.until.iter().flat_map(|(g, _)| g.iter()));
         for w in vars {
-            addrs.push((w.var.addr(), &w.var));
+            addrs.push((w.var.order_key(), w.var.addr(), &w.var));
         }
         addrs.sort_unstable_by_key(|a| a.0);
         addrs.dedup_by_key(|a| a.0);
-        let thread = std::thread::current();
+        let thread = crate::sync::current();
         let mut registered = SmallVec::new();
-        for (addr, var) in addrs {
+        for (_, addr, var) in addrs {
             shard(addr).lock().push(Entry {
                 addr,
                 thread: thread.clone(),
@@ -223,6 +233,9 @@ impl Wait {
             var.header().waiters.fetch_add(1, Ordering::SeqCst);
             registered.push(var.clone());
         }
+        // The registrations above come before the lock-word loads of `block` in the `SeqCst`
+        // order (what loom needs spelled out, see `sync.rs`).
+        crate::sync::seq_cst_point();
         self.registered = registered;
     }
 

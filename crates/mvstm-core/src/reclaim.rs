@@ -32,13 +32,23 @@ use crate::tvar::{Header, Version, VersionPtr};
 use crossbeam_epoch::{Guard, Shared};
 use std::ptr::NonNull;
 
-static HORIZON: AtomicU64 = AtomicU64::new(0);
+crate::sync::global! {
+    static HORIZON: AtomicU64 = AtomicU64::new(0);
+}
 
 /// Commits of one thread after which it flushes its epoch bag even without a horizon stamp.
+#[cfg(not(loom))]
 pub(crate) const FLUSH_EVERY: u32 = 256;
+/// Under loom every commit flushes, so a model of a few commits reclaims.
+#[cfg(loom)]
+pub(crate) const FLUSH_EVERY: u32 = 1;
 
 /// Stamps between two horizon advances.
+#[cfg(not(loom))]
 pub(crate) const HORIZON_EVERY: u64 = 256;
+/// Under loom every stamp advances the horizon, so a model of a few commits reclaims.
+#[cfg(loom)]
+pub(crate) const HORIZON_EVERY: u64 = 1;
 
 /// Versions a publish looks at below the version it covers, on every write. Enough to cut a
 /// chain whose TVar is written rarely (its old head is usually under the horizon already).
@@ -47,7 +57,11 @@ const QUICK_WALK: usize = 2;
 /// Writes of one TVar between two walks down to the horizon. A hot TVar's chain holds the
 /// versions newer than the horizon plus at most this many; the walk costs `lag / FULL_TRIM_EVERY
 /// + 1` steps per write, amortized.
+#[cfg(not(loom))]
 const FULL_TRIM_EVERY: u32 = 64;
+/// Under loom: every other write walks the whole chain, so models reach the full walk.
+#[cfg(loom)]
+const FULL_TRIM_EVERY: u32 = 2;
 
 /// Schedule a horizon advance to the current `visible` stamp.
 ///
@@ -56,10 +70,11 @@ const FULL_TRIM_EVERY: u32 = 64;
 /// which are user code.
 pub(crate) fn defer_horizon_advance(guard: &Guard) {
     let v = CLOCK.snapshot();
+    let horizon = crate::sync::keep(&HORIZON);
     // Release: pairs with the Acquire in `trim`, so a trimming writer that sees the new horizon
     // also sees everything the epoch advance synchronised with.
     guard.defer(move || {
-        HORIZON.fetch_max(v, Ordering::Release);
+        horizon.fetch_max(v, Ordering::Release);
     });
 }
 
