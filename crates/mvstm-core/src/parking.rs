@@ -16,7 +16,9 @@
 //! the variable locked, or already unlocked with the new stamp. A variable found changed ends the
 //! wait. A variable found locked but unchanged may belong to a writer that missed the
 //! registration, so the waiter then parks with a short timeout and looks again: a lock is held
-//! only while a commit runs. A locked word is judged by the head version's stamp: the locker's
+//! only while a commit runs. A locked variable whose new version is published but whose stamp
+//! is not yet visible counts as unchanged too: a re-run's snapshot could not read it yet, and
+//! would retry again at once (a busy loop the loom model of retry found). A locked word is judged by the head version's stamp: the locker's
 //! CAS continues the release sequence of the previous unlock, so that unlock's head is visible.
 //! This is the register-then-revalidate order whose absence lost wake-ups in CCSTM (PITFALLS 4),
 //! without a full fence on the writer's unlock.
@@ -26,6 +28,7 @@
 //! waiter removes every entry it made when it stops waiting, woken or not (PITFALLS 12), and
 //! keeps the variables alive meanwhile with strong references.
 
+use crate::clock::CLOCK;
 use crate::error::StmResult;
 use crate::log::ReadEntry;
 use crate::sync::{Instant, Mutex, Ordering, Thread};
@@ -117,10 +120,12 @@ struct Watched {
 /// What a look at a waited variable found.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Seen {
+    /// Changed, and the change is visible: a snapshot taken now reads it.
     Changed,
     Unchanged,
-    /// Unchanged, but locked by a committer that may have missed our registration.
-    LockedUnchanged,
+    /// Locked by a committer, and no change visible yet: unchanged, or its new version is
+    /// published but its stamp not yet visible. The committer may have missed our registration.
+    Locked,
 }
 
 impl Watched {
@@ -138,8 +143,15 @@ impl Watched {
 
     fn look(&self) -> Seen {
         match self.current() {
+            // A locked variable whose new head is stamped above `visible` has changed, but a
+            // re-run could not see it yet: its snapshot would read the old version and retry
+            // again at once, a busy loop for as long as the committer takes to make its stamp
+            // visible (it may be waiting for earlier stamps). Treat it as locked and unchanged:
+            // the unlock comes after the stamp is visible. (An unlocked word's stamp is always
+            // visible: the unlock comes after `publish_in_order`.)
+            (stamp, true) if stamp != self.stamp && stamp > CLOCK.snapshot() => Seen::Locked,
             (stamp, _) if stamp != self.stamp => Seen::Changed,
-            (_, true) => Seen::LockedUnchanged,
+            (_, true) => Seen::Locked,
             (_, false) => Seen::Unchanged,
         }
     }
@@ -284,7 +296,7 @@ impl Wait {
         let mut locked = false;
         let mut look = |w: &Watched| {
             let seen = w.look();
-            locked |= seen == Seen::LockedUnchanged;
+            locked |= seen == Seen::Locked;
             seen == Seen::Changed
         };
         if self.any.iter().any(&mut look) {
