@@ -10,10 +10,17 @@
 //! block can come from `Box` and go back through [`dealloc`], or the reverse. A stack holds
 //! blocks of one `(size, align)` only, and is bounded; beyond it blocks go back to the global
 //! allocator. At thread exit the cached blocks are freed.
+//!
+//! Under loom the cache is off and every block goes to the global allocator: it is memory
+//! private to one thread, with nothing to model, and the version frees that crossbeam-epoch runs
+//! while a modelled thread tears down would find its thread-locals already gone.
 
 use std::alloc::Layout;
+#[cfg(not(loom))]
 use std::cell::Cell;
-use std::ptr::{self, NonNull};
+#[cfg(not(loom))]
+use std::ptr;
+use std::ptr::NonNull;
 
 /// Layouts with `align == 8` and `size <= MAX_SIZE` (multiples of 8) are cached.
 const MAX_SIZE: usize = 256;
@@ -22,6 +29,8 @@ const CLASSES: usize = MAX_SIZE / 8;
 /// Free blocks kept per class and thread.
 const CAP: usize = 512;
 
+// Under loom no `Stacks` is ever built (module docs).
+#[cfg_attr(loom, allow(dead_code))]
 struct Stacks([Vec<NonNull<u8>>; CLASSES]);
 
 impl Drop for Stacks {
@@ -37,7 +46,8 @@ impl Drop for Stacks {
     }
 }
 
-thread_local! {
+#[cfg(not(loom))]
+crate::sync::thread_local! {
     /// This thread's stacks, or null before first use and after thread-local teardown began.
     /// A plain pointer keeps the fast path a single thread-local load (no lazy-destructor
     /// check, no `RefCell` flag); `OWNER` owns the box and frees it at thread exit.
@@ -45,8 +55,10 @@ thread_local! {
     static OWNER: StacksOwner = const { StacksOwner };
 }
 
+#[cfg(not(loom))]
 struct StacksOwner;
 
+#[cfg(not(loom))]
 impl Drop for StacksOwner {
     fn drop(&mut self) {
         let stacks = STACKS.with(|s| s.replace(ptr::null_mut()));
@@ -59,6 +71,7 @@ impl Drop for StacksOwner {
 
 /// Run `f` on this thread's stacks, creating them on first use; `None` once the thread's
 /// thread-locals are being torn down.
+#[cfg(not(loom))]
 #[inline]
 fn with_stacks<R>(f: impl FnOnce(&mut Stacks) -> R) -> Option<R> {
     let mut stacks = STACKS.with(Cell::get);
@@ -70,6 +83,14 @@ fn with_stacks<R>(f: impl FnOnce(&mut Stacks) -> R) -> Option<R> {
     Some(f(unsafe { &mut *stacks }))
 }
 
+/// Under loom there is no cache (module docs).
+#[cfg(loom)]
+#[inline]
+fn with_stacks<R>(_f: impl FnOnce(&mut Stacks) -> R) -> Option<R> {
+    None
+}
+
+#[cfg(not(loom))]
 #[cold]
 fn create_stacks_slow() -> Option<*mut Stacks> {
     // Register the owner first: if the thread is already tearing down, use no cache at all.
@@ -166,6 +187,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(loom))] // no cache under loom
     fn a_freed_block_is_reused_by_the_next_allocation_of_its_layout() {
         let first = alloc::<[u64; 3]>();
         // SAFETY: `first` came from `alloc` with this layout and holds no value.

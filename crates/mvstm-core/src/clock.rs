@@ -22,13 +22,19 @@ pub(crate) struct Clock {
     visible: CachePadded<AtomicU64>,
 }
 
-pub(crate) static CLOCK: Clock = Clock {
-    next: CachePadded::new(AtomicU64::new(0)),
-    visible: CachePadded::new(AtomicU64::new(0)),
-};
+crate::sync::global! {
+    pub(crate) static CLOCK: Clock = Clock {
+        next: CachePadded::new(AtomicU64::new(0)),
+        visible: CachePadded::new(AtomicU64::new(0)),
+    };
+}
 
 /// How many spins before a writer waiting for its turn yields the processor.
+#[cfg(not(loom))]
 const SPINS_BEFORE_YIELD: u32 = 64;
+/// Under loom a spin is already a yield.
+#[cfg(loom)]
+const SPINS_BEFORE_YIELD: u32 = 1;
 
 impl Clock {
     /// The newest fully published stamp: a consistent snapshot.

@@ -32,10 +32,15 @@ use crate::lock::{LockWord, VarLock};
 use crate::parking;
 use crate::reclaim;
 use crate::sync::spin_hint;
+use crate::tvar::Header;
 use crate::txn::Txn;
 
 /// Spins on a lock held by another committer before giving up with a conflict.
+#[cfg(not(loom))]
 const LOCK_SPINS: u32 = 128;
+/// Under loom: one yield, so a model reaches both the wait and the give-up.
+#[cfg(loom)]
+const LOCK_SPINS: u32 = 1;
 
 pub(crate) enum CommitError {
     Conflict,
@@ -91,7 +96,8 @@ impl Txn {
             }
         }
         self.read_locks
-            .sort_unstable_by_key(|l| l.0.as_ptr() as usize);
+            // SAFETY: logged headers are live while the attempt is pinned.
+            .sort_unstable_by_key(|l| unsafe { Header::order_key(l.0) });
         self.read_locks.dedup_by_key(|l| l.0);
         self.lock_merged()?;
         if !self.reads_valid() {
@@ -113,6 +119,9 @@ impl Txn {
     /// already changed (`parking.rs`).
     #[inline]
     fn check_waiters(&mut self) {
+        // The lock CASes and the stamp come before the waiter-count loads in the `SeqCst` order
+        // (what loom needs spelled out, see `sync.rs`).
+        crate::sync::seq_cst_point();
         for e in self.writes.entries_mut() {
             // SAFETY: logged headers are live while the attempt is pinned.
             e.wake = parking::has_waiters(unsafe { e.header.as_ref() });
@@ -127,7 +136,11 @@ impl Txn {
         while w < self.writes.len() || r < self.read_locks.len() {
             let take_write = r == self.read_locks.len()
                 || (w < self.writes.len()
-                    && self.writes.entries()[w].header.as_ptr() < self.read_locks[r].0.as_ptr());
+                    // SAFETY: logged headers are live while the attempt is pinned.
+                    && unsafe {
+                        Header::order_key(self.writes.entries()[w].header)
+                            < Header::order_key(self.read_locks[r].0)
+                    });
             let header = if take_write {
                 self.writes.entries()[w].header
             } else {
@@ -167,10 +180,11 @@ impl Txn {
             let before = match self.writes.find_sorted(r.header) {
                 Some(i) => self.writes.entries()[i].before,
                 None => {
-                    let key = r.header.as_ptr() as usize;
+                    // SAFETY: logged headers are live while the attempt is pinned.
+                    let key = |h| unsafe { Header::order_key(h) };
                     match self
                         .read_locks
-                        .binary_search_by_key(&key, |l| l.0.as_ptr() as usize)
+                        .binary_search_by_key(&key(r.header), |l| key(l.0))
                     {
                         Ok(i) => self.read_locks[i].1,
                         Err(_) => return false,
@@ -205,6 +219,7 @@ impl Txn {
 
     /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
     #[inline]
+    #[cfg_attr(loom, allow(clippy::modulo_one))] // `HORIZON_EVERY` is 1 under loom
     fn publish(&mut self, wv: u64) {
         let guard = self.pinned();
         // From the first publish to the last unlock no user code runs (no clone, no drop, no

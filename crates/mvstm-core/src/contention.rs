@@ -12,21 +12,35 @@
 //! `retry`, runs hooks outside the transaction, or returns, so the gate cannot deadlock.
 //! Read-only transactions never pass the gate.
 
-use crate::sync::{spin_hint, AtomicU64, Ordering};
+use crate::sync::{spin_hint, thread_local, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 
 /// Conflicts in one `atomically` call before the thread asks for priority.
+#[cfg(not(loom))]
 pub(crate) const STARVATION_LIMIT: u32 = 8;
+/// Under loom: two conflicts, so a model can reach the priority token.
+#[cfg(loom)]
+pub(crate) const STARVATION_LIMIT: u32 = 2;
 
 /// Backoff stops doubling after this many conflicts.
+#[cfg(not(loom))]
 const BACKOFF_MAX_SHIFT: u32 = 10;
+/// Under loom: at most one spin (a yield) of backoff.
+#[cfg(loom)]
+const BACKOFF_MAX_SHIFT: u32 = 1;
 
 /// Backoff spins beyond which the thread yields instead.
+#[cfg(not(loom))]
 const YIELD_ABOVE_SPINS: u32 = 256;
+/// Under loom a spin is already a yield.
+#[cfg(loom)]
+const YIELD_ABOVE_SPINS: u32 = 1;
 
-/// Owner of the priority token, or 0.
-static PRIORITY: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+crate::sync::global! {
+    /// Owner of the priority token, or 0.
+    static PRIORITY: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+}
 
 /// Wait while another thread holds the priority token.
 #[inline]
@@ -132,7 +146,13 @@ fn next_random() -> u64 {
     STATE.with(|s| {
         let mut x = s.get();
         if x == 0 {
-            x = (s as *const _ as u64) | 1;
+            // Seeded by the state's address. A loom model must replay the same steps for the
+            // same schedule, so there the seed is a constant.
+            x = if cfg!(loom) {
+                0x9E37_79B9_7F4A_7C15
+            } else {
+                (s as *const _ as u64) | 1
+            };
         }
         x ^= x << 13;
         x ^= x >> 7;

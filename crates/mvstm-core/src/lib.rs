@@ -48,6 +48,9 @@ mod tvar;
 mod txn;
 
 pub use error::{retry, AbortCause, StmError, StmResult};
+#[cfg(loom)]
+#[doc(hidden)]
+pub use runtime::loom_release_thread;
 pub use runtime::{atomically, try_atomically};
 pub use tvar::TVar;
 pub use txn::{AnyTVar, Txn};

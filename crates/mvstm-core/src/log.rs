@@ -149,7 +149,8 @@ impl WriteLog {
         }
         if self.entries.len() > 1 {
             self.entries
-                .sort_unstable_by_key(|e| e.header.as_ptr() as usize);
+                // SAFETY: logged headers are live while the attempt is pinned.
+                .sort_unstable_by_key(|e| unsafe { Header::order_key(e.header) });
         }
         if !self.index.is_empty() {
             self.index.clear();
@@ -158,8 +159,10 @@ impl WriteLog {
 
     /// Position of `header` in a log sorted by `prepare_commit`.
     pub(crate) fn find_sorted(&self, header: NonNull<Header>) -> Option<usize> {
+        // SAFETY: logged headers are live while the attempt is pinned (`header` is one too).
+        let key = |h| unsafe { Header::order_key(h) };
         self.entries
-            .binary_search_by_key(&(header.as_ptr() as usize), |e| e.header.as_ptr() as usize)
+            .binary_search_by_key(&key(header), |e| key(e.header))
             .ok()
     }
 

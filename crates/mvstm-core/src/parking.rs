@@ -16,7 +16,9 @@
 //! the variable locked, or already unlocked with the new stamp. A variable found changed ends the
 //! wait. A variable found locked but unchanged may belong to a writer that missed the
 //! registration, so the waiter then parks with a short timeout and looks again: a lock is held
-//! only while a commit runs. A locked word is judged by the head version's stamp: the locker's
+//! only while a commit runs. A locked variable whose new version is published but whose stamp
+//! is not yet visible counts as unchanged too: a re-run's snapshot could not read it yet, and
+//! would retry again at once (a busy loop the loom model of retry found). A locked word is judged by the head version's stamp: the locker's
 //! CAS continues the release sequence of the previous unlock, so that unlock's head is visible.
 //! This is the register-then-revalidate order whose absence lost wake-ups in CCSTM (PITFALLS 4),
 //! without a full fence on the writer's unlock.
@@ -26,17 +28,21 @@
 //! waiter removes every entry it made when it stops waiting, woken or not (PITFALLS 12), and
 //! keeps the variables alive meanwhile with strong references.
 
+use crate::clock::CLOCK;
 use crate::error::StmResult;
 use crate::log::ReadEntry;
-use crate::sync::Mutex;
-use crate::sync::Ordering;
+use crate::sync::{Instant, Mutex, Ordering, Thread};
 use crate::tvar::{ErasedRef, Header};
 use crate::txn::Txn;
 use smallvec::SmallVec;
-use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[cfg(not(loom))]
 const SHARDS: usize = 64;
+/// Under loom: one shard, so which shard a variable lands in (its address) never changes the
+/// model's steps from one execution to the next.
+#[cfg(loom)]
+const SHARDS: usize = 1;
 
 /// First and longest nap of a waiter that found a waited variable locked.
 const POLL_START: Duration = Duration::from_micros(20);
@@ -49,8 +55,12 @@ struct Entry {
     ticket: u64,
 }
 
-static TABLE: [Mutex<Vec<Entry>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
+crate::sync::global! {
+    static TABLE: [Mutex<Vec<Entry>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
+    loom: std::array::from_fn(|_| Mutex::new(Vec::new()));
+}
 
+#[cfg_attr(loom, allow(clippy::modulo_one))] // one shard under loom
 fn shard(addr: usize) -> &'static Mutex<Vec<Entry>> {
     // Fibonacci hashing of the address; headers are at least 8-byte aligned.
     &TABLE[(addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) % SHARDS]
@@ -110,10 +120,12 @@ struct Watched {
 /// What a look at a waited variable found.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Seen {
+    /// Changed, and the change is visible: a snapshot taken now reads it.
     Changed,
     Unchanged,
-    /// Unchanged, but locked by a committer that may have missed our registration.
-    LockedUnchanged,
+    /// Locked by a committer, and no change visible yet: unchanged, or its new version is
+    /// published but its stamp not yet visible. The committer may have missed our registration.
+    Locked,
 }
 
 impl Watched {
@@ -131,8 +143,15 @@ impl Watched {
 
     fn look(&self) -> Seen {
         match self.current() {
+            // A locked variable whose new head is stamped above `visible` has changed, but a
+            // re-run could not see it yet: its snapshot would read the old version and retry
+            // again at once, a busy loop for as long as the committer takes to make its stamp
+            // visible (it may be waiting for earlier stamps). Treat it as locked and unchanged:
+            // the unlock comes after the stamp is visible. (An unlocked word's stamp is always
+            // visible: the unlock comes after `publish_in_order`.)
+            (stamp, true) if stamp != self.stamp && stamp > CLOCK.snapshot() => Seen::Locked,
             (stamp, _) if stamp != self.stamp => Seen::Changed,
-            (_, true) => Seen::LockedUnchanged,
+            (_, true) => Seen::Locked,
             (_, false) => Seen::Unchanged,
         }
     }
@@ -152,7 +171,9 @@ impl Wait {
     /// Register on every variable of `spec` (plus `reads` if asked). Must run while the attempt
     /// is still pinned, since the logged headers are only guaranteed live until it unpins.
     pub(crate) fn register(spec: &mut WaitSpec, reads: &[ReadEntry]) -> Wait {
-        static TICKETS: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(1);
+        crate::sync::global! {
+            static TICKETS: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(1);
+        }
         let mut wait = Wait {
             any: Vec::new(),
             all: Vec::new(),
@@ -199,20 +220,21 @@ impl Wait {
     }
 
     fn register_all(&mut self) {
-        let mut addrs: SmallVec<[(usize, &ErasedRef); 8]> = SmallVec::new();
+        // (lock order key, address, variable): registered in the lock order.
+        let mut addrs: SmallVec<[(usize, usize, &ErasedRef); 8]> = SmallVec::new();
         let vars = self
             .any
             .iter()
             .chain(self.all.iter().flatten())
             .chain(self.until.iter().flat_map(|(g, _)| g.iter()));
         for w in vars {
-            addrs.push((w.var.addr(), &w.var));
+            addrs.push((w.var.order_key(), w.var.addr(), &w.var));
         }
         addrs.sort_unstable_by_key(|a| a.0);
         addrs.dedup_by_key(|a| a.0);
-        let thread = std::thread::current();
+        let thread = crate::sync::current();
         let mut registered = SmallVec::new();
-        for (addr, var) in addrs {
+        for (_, addr, var) in addrs {
             shard(addr).lock().push(Entry {
                 addr,
                 thread: thread.clone(),
@@ -223,6 +245,9 @@ impl Wait {
             var.header().waiters.fetch_add(1, Ordering::SeqCst);
             registered.push(var.clone());
         }
+        // The registrations above come before the lock-word loads of `block` in the `SeqCst`
+        // order (what loom needs spelled out, see `sync.rs`).
+        crate::sync::seq_cst_point();
         self.registered = registered;
     }
 
@@ -271,7 +296,7 @@ impl Wait {
         let mut locked = false;
         let mut look = |w: &Watched| {
             let seen = w.look();
-            locked |= seen == Seen::LockedUnchanged;
+            locked |= seen == Seen::Locked;
             seen == Seen::Changed
         };
         if self.any.iter().any(&mut look) {

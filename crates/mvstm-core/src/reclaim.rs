@@ -56,7 +56,9 @@ use crossbeam_epoch::{Guard, Shared};
 use smallvec::SmallVec;
 use std::ptr::NonNull;
 
-static HORIZON: AtomicU64 = AtomicU64::new(0);
+crate::sync::global! {
+    static HORIZON: AtomicU64 = AtomicU64::new(0);
+}
 
 /// Snapshots announced by long readers (a multiset), and a summary of it that trimmers read
 /// without the lock: how many there are and the smallest.
@@ -68,10 +70,18 @@ static MIN_ANNOUNCED: AtomicU64 = AtomicU64::new(u64::MAX);
 pub(crate) const REPIN_READS: usize = 1024;
 
 /// Commits of one thread after which it flushes its epoch bag even without a horizon stamp.
+#[cfg(not(loom))]
 pub(crate) const FLUSH_EVERY: u32 = 256;
+/// Under loom every commit flushes, so a model of a few commits reclaims.
+#[cfg(loom)]
+pub(crate) const FLUSH_EVERY: u32 = 1;
 
 /// Stamps between two horizon advances.
+#[cfg(not(loom))]
 pub(crate) const HORIZON_EVERY: u64 = 256;
+/// Under loom every stamp advances the horizon, so a model of a few commits reclaims.
+#[cfg(loom)]
+pub(crate) const HORIZON_EVERY: u64 = 1;
 
 /// Versions a publish looks at below the version it covers, on every write. Enough to cut a
 /// chain whose TVar is written rarely (its old head is usually under the horizon already).
@@ -80,7 +90,11 @@ const QUICK_WALK: usize = 2;
 /// Writes of one TVar between two walks down to the horizon. A hot TVar's chain holds the
 /// versions newer than the horizon plus at most this many; the walk costs `lag / FULL_TRIM_EVERY
 /// + 1` steps per write, amortized.
+#[cfg(not(loom))]
 const FULL_TRIM_EVERY: u32 = 64;
+/// Under loom: every other write walks the whole chain, so models reach the full walk.
+#[cfg(loom)]
+const FULL_TRIM_EVERY: u32 = 2;
 
 /// Schedule a horizon advance to the current `visible` stamp.
 ///
@@ -89,10 +103,11 @@ const FULL_TRIM_EVERY: u32 = 64;
 /// which are user code.
 pub(crate) fn defer_horizon_advance(guard: &Guard) {
     let v = CLOCK.snapshot();
+    let horizon = crate::sync::keep(&HORIZON);
     // Release: pairs with the Acquire in `trim`, so a trimming writer that sees the new horizon
     // also sees everything the epoch advance synchronised with.
     guard.defer(move || {
-        HORIZON.fetch_max(v, Ordering::Release);
+        horizon.fetch_max(v, Ordering::Release);
     });
 }
 

@@ -11,7 +11,7 @@ use crate::contention::Contention;
 use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult};
 use crate::hooks::{self, Veto};
 use crate::parking::{Predicate, Wait};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{thread_local, AtomicU64, Ordering};
 use crate::txn::Txn;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -40,7 +40,9 @@ thread_local! {
 
 #[inline]
 fn owner_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
+    crate::sync::global! {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+    }
     OWNER.with(|o| {
         if o.get() == 0 {
             // Relaxed: uniqueness is all we need.
@@ -52,10 +54,36 @@ fn owner_id() -> u64 {
 
 struct CacheFree;
 
+/// Free this thread's cached transaction objects now, finalizing their epoch handles; for the
+/// end of a thread in a loom model.
+///
+/// Loom drops a thread's thread-locals in `HashMap` order, which changes from one execution to
+/// the next. A thread with a cached `Txn` and crossbeam's default epoch handle (taken by
+/// `TVar::load` outside a transaction and by dropping a TVar's last handle) has two
+/// thread-locals whose destructors finalize an epoch handle; in changing order, the model would
+/// take different steps for the same schedule, which loom cannot explore. A model thread calls
+/// this last, so at most one such thread-local is left. Normal builds do not have it.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_release_thread() {
+    for slot in [&CACHE, &CACHE_NESTED] {
+        let cached = slot.with(|c| c.replace(ptr::null_mut()));
+        if !cached.is_null() {
+            // SAFETY: a non-null slot holds a `Box<Txn>` leaked by `Cached::drop`, owned by the
+            // cache alone; the slot is empty now, so `CacheFree` will not free it again.
+            drop(unsafe { Box::from_raw(cached) });
+        }
+    }
+}
+
 impl Drop for CacheFree {
     fn drop(&mut self) {
         for slot in [&CACHE, &CACHE_NESTED] {
-            let cached = slot.with(|c| c.replace(ptr::null_mut()));
+            // The slots have no destructor, so they outlive this one; under loom they may be gone
+            // already (see `loom_release_thread`).
+            let Ok(cached) = slot.try_with(|c| c.replace(ptr::null_mut())) else {
+                continue;
+            };
             if !cached.is_null() {
                 // SAFETY: a non-null slot holds a `Box<Txn>` leaked by `Cached::drop`, owned by
                 // the cache alone.

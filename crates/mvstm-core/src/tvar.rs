@@ -56,6 +56,30 @@ pub(crate) struct Header {
     pub(crate) writes_since_trim: AtomicU32,
     refs: AtomicUsize,
     pub(crate) ops: &'static VarOps,
+    /// Under loom, the variable's creation number (see [`Header::order_key`]).
+    #[cfg(loom)]
+    serial: usize,
+}
+
+impl Header {
+    /// The key of the global lock order, and of the order in which a waiter registers: the
+    /// header's address.
+    ///
+    /// Under loom it is the variable's creation number instead: addresses change from one
+    /// execution of a model to the next, so ordering by them would make the model take different
+    /// steps for the same schedule, which loom cannot explore.
+    ///
+    /// # Safety
+    ///
+    /// `header` is live (it is only read under loom).
+    #[inline]
+    pub(crate) unsafe fn order_key(header: NonNull<Header>) -> usize {
+        #[cfg(not(loom))]
+        return header.as_ptr() as usize;
+        #[cfg(loom)]
+        // SAFETY: live per the contract.
+        return unsafe { header.as_ref().serial };
+    }
 }
 
 #[repr(C)]
@@ -114,6 +138,8 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
                 writes_since_trim: AtomicU32::new(0),
                 refs: AtomicUsize::new(1),
                 ops: &Self::OPS,
+                #[cfg(loom)]
+                serial: crate::sync::creation_number(),
             },
             head: Atomic::from(version),
         });
@@ -266,6 +292,12 @@ impl ErasedRef {
 
     pub(crate) fn addr(&self) -> usize {
         self.0.as_ptr() as usize
+    }
+
+    /// See [`Header::order_key`].
+    pub(crate) fn order_key(&self) -> usize {
+        // SAFETY: we hold a reference, so the header is live.
+        unsafe { Header::order_key(self.0) }
     }
 
     /// The stamp of the variable's newest version.

@@ -31,7 +31,11 @@ const EXTEND_READS_MAX: usize = 64;
 /// up with a conflict (the priority holder waits on, yielding). Non-holders do not yield: with
 /// more threads than cores, every yielding waiter takes a turn from the descheduled publisher
 /// it waits for, and a stress run with 16 threads on 2 cores collapsed that way.
+#[cfg(not(loom))]
 const EXTEND_WAIT_SPINS: u32 = 256;
+/// Under loom: one yield, so a model reaches both the wait and the give-up.
+#[cfg(loom)]
+const EXTEND_WAIT_SPINS: u32 = 1;
 
 /// The handle a transaction body works through.
 ///
