@@ -60,11 +60,17 @@ crate::sync::global! {
     static HORIZON: AtomicU64 = AtomicU64::new(0);
 }
 
-/// Snapshots announced by long readers (a multiset), and a summary of it that trimmers read
-/// without the lock: how many there are and the smallest.
-static ANNOUNCED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-static LONG_READERS: AtomicUsize = AtomicUsize::new(0);
-static MIN_ANNOUNCED: AtomicU64 = AtomicU64::new(u64::MAX);
+// Snapshots announced by long readers (a multiset), and a summary of it that trimmers read
+// without the lock: how many there are and the smallest.
+crate::sync::global! {
+    static ANNOUNCED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+}
+crate::sync::global! {
+    static LONG_READERS: AtomicUsize = AtomicUsize::new(0);
+}
+crate::sync::global! {
+    static MIN_ANNOUNCED: AtomicU64 = AtomicU64::new(u64::MAX);
+}
 
 /// Reads after which a read-only transaction announces its snapshot, and between its re-pins.
 pub(crate) const REPIN_READS: usize = 1024;
