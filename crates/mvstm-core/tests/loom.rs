@@ -1,0 +1,572 @@
+//! Loom models of the whole engine, run through its public API (`atomically`, `TVar`, `retry`).
+//!
+//! Built only with `RUSTFLAGS="--cfg loom --cfg crossbeam_loom"`: then every atomic, lock,
+//! thread-local and park of the engine (`src/sync.rs`) and of crossbeam-epoch is loom's, and
+//! loom runs each model in every interleaving up to its preemption bound
+//! (`LOOM_MAX_PREEMPTIONS`, 2 unless set). Run them with `scripts/loom.sh [bound]`; see
+//! `docs/loom.md`.
+//!
+//! | model | threads | asserts |
+//! |---|---|---|
+//! | `commit_vs_commit_on_one_tvar` | 2 | two increments give 2 and read different values |
+//! | `no_write_skew_between_two_updates` | 2 | two "claim if both free" updates never both claim |
+//! | `snapshot_read_sees_all_or_nothing_of_a_commit` | 2 | a reader of two TVars written together sees (0, 0) or (1, 1) |
+//! | `snapshot_read_vs_two_writers` | 3 | the same with two writers (bound capped at 1) |
+//! | `retry_registration_vs_committing_writer` | 2 | a `retry` waiter is always woken (loom reports a waiter parked for good as a deadlock) |
+//! | `reclamation_vs_reader_holding_an_old_snapshot` | 2 | a reader's two reads return one version while a writer overwrites and frees; no value is freed under a reader or dropped twice |
+//!
+//! Each model prints how many executions loom explored, and how many of them reached the case
+//! the model is about (a conflict, a blocked waiter, trims under a snapshot), and fails if none
+//! did: a model that stopped reaching its case would check nothing.
+//!
+//! Model threads are started with [`spawn`], which frees the thread's cached transaction
+//! objects at its end, and the test binary's allocator never hands out an address twice within
+//! one execution ([`NoReuse`]): both keep the steps of an execution a function of its schedule,
+//! which loom needs. Bookkeeping that is not part of the model (drop counts, execution counts)
+//! uses std atomics: loom runs one execution at a time, in one OS thread, so they observe the
+//! execution's real order of events without adding steps to explore.
+
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::thread;
+use mvstm_core::{atomically, retry, TVar};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a model reports besides passing: how many executions reached the case it is about
+/// (`Stats::reached`), and how many a second case (`Stats::also`), if it has one. A model fails
+/// if no execution reached its case: it would be checking nothing.
+struct Cases {
+    reached: &'static str,
+    also: Option<&'static str>,
+    /// A cap on the preemption bound, for a model too large for the bound asked.
+    max_bound: Option<usize>,
+}
+
+/// Check `f` in every interleaving loom explores at the preemption bound of
+/// `LOOM_MAX_PREEMPTIONS` (2 unless set, capped by `Cases::max_bound`); print how many
+/// executions, how long, and the cases.
+fn model<F>(name: &str, cases: Cases, f: F)
+where
+    F: Fn(&Arc<Stats>) + Sync + Send + 'static,
+{
+    let stats = Arc::new(Stats::default());
+    let mut builder = loom::model::Builder::new();
+    let asked = builder.preemption_bound.unwrap_or(2);
+    let bound = cases.max_bound.map_or(asked, |max| asked.min(max));
+    builder.preemption_bound = Some(bound);
+    let start = Instant::now();
+    let s = stats.clone();
+    builder.check(move || {
+        NoReuse::begin_execution();
+        let execution = s.executions.fetch_add(1, SeqCst) + 1;
+        // Names the failing execution when the model panics on this thread.
+        struct Report(usize);
+        impl Drop for Report {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    eprintln!("loom: failed in execution {}", self.0);
+                }
+            }
+        }
+        let _report = Report(execution);
+        s.reached_now.store(false, SeqCst);
+        s.also_now.store(false, SeqCst);
+        f(&s);
+        mvstm_core::loom_release_thread();
+        if s.reached_now.load(SeqCst) {
+            s.reached.fetch_add(1, SeqCst);
+        }
+        if s.also_now.load(SeqCst) {
+            s.also.fetch_add(1, SeqCst);
+        }
+    });
+    NoReuse::end_model();
+    let executions = stats.executions.load(SeqCst);
+    let reached = stats.reached.load(SeqCst);
+    let also = match cases.also {
+        Some(case) => format!(", {} {case}", stats.also.load(SeqCst)),
+        None => String::new(),
+    };
+    println!(
+        "loom model {name}: {executions} executions at preemption bound {bound} in {:.1?}; \
+         {reached} {}{also}",
+        start.elapsed(),
+        cases.reached,
+    );
+    assert!(reached > 0, "model {name}: no execution {}", cases.reached);
+    assert_eq!(
+        stats.logs_complete.load(SeqCst),
+        stats.logs.load(SeqCst),
+        "model {name}: an execution ended with a value leaked or dropped twice"
+    );
+}
+
+/// The test binary's allocator: the system's, except that a block a model frees is kept until
+/// the next execution of the model begins, so no address is handed out twice in one execution.
+///
+/// Loom replays the start of an execution from the choices it recorded for the previous one, so
+/// a model must take the same steps for the same choices. crossbeam-epoch compares pointers
+/// (the CAS that pushes onto its list of participants, its queue of garbage bags): when a load
+/// returns an old pointer, whether it equals the current one depends on whether the allocator
+/// reused that address for a newer object, which changes from one execution to the next, and
+/// loom stops with "Reached unexpected exploration state. Is the model fully deterministic?".
+/// (The case seen, the CAS that pushes a new participant onto crossbeam's list, is benign in a
+/// real run: a pointer equal to the head there is the head. The engine itself orders variables
+/// by creation number under loom, never by address.)
+struct NoReuse;
+
+/// A block held back; written over the block's first bytes (blocks are padded to hold it).
+#[repr(C)]
+struct Held {
+    next: *mut Held,
+    size: usize,
+    align: usize,
+}
+
+std::thread_local! {
+    /// Blocks freed on this thread during the current execution (loom runs a model's threads as
+    /// coroutines on the test's thread), and whether a model is running on it.
+    static HELD: Cell<*mut Held> = const { Cell::new(ptr::null_mut()) };
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+impl NoReuse {
+    fn padded(layout: Layout) -> Layout {
+        let size = layout.size().max(std::mem::size_of::<Held>());
+        let align = layout.align().max(std::mem::align_of::<Held>());
+        Layout::from_size_align(size, align).expect("padded layout")
+    }
+
+    /// Free what the previous execution held back and hold back from now on.
+    fn begin_execution() {
+        Self::release();
+        HOLDING.with(|h| h.set(true));
+    }
+
+    /// Free what the last execution held back and stop holding back.
+    fn end_model() {
+        HOLDING.with(|h| h.set(false));
+        Self::release();
+    }
+
+    fn release() {
+        let mut cur = HELD.with(|h| h.replace(ptr::null_mut()));
+        while !cur.is_null() {
+            // SAFETY: every held block starts with the `Held` that `dealloc` wrote, and was
+            // allocated by `System` with that size and alignment.
+            unsafe {
+                let Held { next, size, align } = cur.read();
+                System.dealloc(cur.cast(), Layout::from_size_align_unchecked(size, align));
+                cur = next;
+            }
+        }
+    }
+}
+
+// SAFETY: every block comes from `System` with the padded layout, and goes back to it with the
+// same padded layout, at once or when the next execution begins.
+unsafe impl GlobalAlloc for NoReuse {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the padded layout has a non-zero size.
+        unsafe { System.alloc(Self::padded(layout)) }
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        let layout = Self::padded(layout);
+        if HOLDING.with(Cell::get) {
+            let held = block.cast::<Held>();
+            // SAFETY: the block is ours now and padded to hold a `Held`, suitably aligned.
+            unsafe {
+                held.write(Held {
+                    next: HELD.with(Cell::get),
+                    size: layout.size(),
+                    align: layout.align(),
+                })
+            };
+            HELD.with(|h| h.set(held));
+        } else {
+            // SAFETY: allocated by `System` with this layout.
+            unsafe { System.dealloc(block, layout) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: NoReuse = NoReuse;
+
+/// `loom::thread::spawn` for model threads: the thread frees its cached transaction objects
+/// last (see `mvstm_core::loom_release_thread`), so the model stays deterministic.
+fn spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> thread::JoinHandle<T> {
+    thread::spawn(move || {
+        let result = f();
+        mvstm_core::loom_release_thread();
+        result
+    })
+}
+
+#[derive(Default)]
+struct Stats {
+    executions: AtomicUsize,
+    reached: AtomicUsize,
+    also: AtomicUsize,
+    /// Set by an execution that reached the case modelled, or the second case.
+    reached_now: AtomicBool,
+    also_now: AtomicBool,
+    /// `Log`s made, and those that saw every value dropped exactly once when they went.
+    logs: AtomicUsize,
+    logs_complete: AtomicUsize,
+}
+
+impl Stats {
+    fn reached(&self) {
+        self.reached_now.store(true, SeqCst);
+    }
+
+    fn also(&self) {
+        self.also_now.store(true, SeqCst);
+    }
+}
+
+/// Two transactions increment one TVar: the result is 2 in every interleaving, and the two
+/// read different values (no lost update; serializable).
+#[test]
+fn commit_vs_commit_on_one_tvar() {
+    let cases = Cases {
+        reached: "had a conflict (an attempt ran again)",
+        also: None,
+        max_bound: None,
+    };
+    model("commit_vs_commit_on_one_tvar", cases, |stats| {
+        let v = TVar::new(0u64);
+        let increment = |v: &TVar<u64>| {
+            atomically(|tx| {
+                let seen = tx.read(v)?;
+                tx.write(v, seen + 1)?;
+                Ok((seen, tx.attempt()))
+            })
+        };
+        let other = v.clone();
+        let t = spawn(move || increment(&other));
+        let (mine, my_attempts) = increment(&v);
+        let (theirs, their_attempts) = t.join().unwrap();
+        assert_eq!(v.load(), 2);
+        assert_ne!(mine, theirs, "both increments read the same value");
+        if my_attempts > 1 || their_attempts > 1 {
+            stats.reached(); // a conflict made one of them run again
+        }
+    });
+}
+
+/// Write skew: each transaction reads both TVars and, if both are 0, sets its own to 1. Run
+/// one after the other, the second sees the first's write and does nothing; snapshot isolation
+/// alone would let both commit. Update transactions validate their reads after taking their
+/// stamp (TL2's order), so never both write.
+#[test]
+fn no_write_skew_between_two_updates() {
+    let cases = Cases {
+        reached: "had a conflict (an attempt ran again)",
+        also: None,
+        max_bound: None,
+    };
+    model("no_write_skew_between_two_updates", cases, |stats| {
+        let x = TVar::new(0u64);
+        let y = TVar::new(0u64);
+        let claim = |mine: &TVar<u64>, other: &TVar<u64>| {
+            atomically(|tx| {
+                if tx.read(mine)? + tx.read(other)? == 0 {
+                    tx.write(mine, 1)?;
+                }
+                Ok(tx.attempt())
+            })
+        };
+        let (x2, y2) = (x.clone(), y.clone());
+        let t = spawn(move || claim(&y2, &x2));
+        let mine = claim(&x, &y);
+        let theirs = t.join().unwrap();
+        assert_eq!(
+            x.load() + y.load(),
+            1,
+            "write skew: both claimed, or neither"
+        );
+        if mine > 1 || theirs > 1 {
+            stats.reached();
+        }
+    });
+}
+
+/// A writer sets two TVars in one transaction while a read-only transaction reads both: the
+/// reader sees all of the commit or nothing of it. The values are `Tracked`, so loom also checks
+/// that a version a reader clones was published to it (happens-before) and not freed under it.
+#[test]
+fn snapshot_read_sees_all_or_nothing_of_a_commit() {
+    let cases = Cases {
+        reached: "saw the commit (the others saw none of it)",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "snapshot_read_sees_all_or_nothing_of_a_commit",
+        cases,
+        |stats| {
+            let log = Log::new(stats);
+            let a = TVar::new(log.value(0));
+            let b = TVar::new(log.value(0));
+            let (wa, wb, wlog) = (a.clone(), b.clone(), log.clone());
+            let writer = spawn(move || {
+                atomically(|tx| {
+                    tx.write(&wa, wlog.value(1))?;
+                    tx.write(&wb, wlog.value(1))
+                })
+            });
+            let (x, y) = atomically(|tx| Ok((tx.read(&a)?.get(), tx.read(&b)?.get())));
+            writer.join().unwrap();
+            assert_eq!(x, y, "a snapshot saw half of a commit");
+            if x == 1 {
+                stats.reached();
+            }
+            assert_eq!((a.load().get(), b.load().get()), (1, 1));
+        },
+    );
+}
+
+/// Three threads: two writers each set two TVars in one transaction (to 1 and 1, to 2 and 2)
+/// while a read-only transaction reads both. The reader sees all of a commit or nothing of it,
+/// and the writers, which lock the pair in one order and validate, leave it equal. Capped at
+/// preemption bound 1: at bound 2 it did not finish in 20 minutes on the CI machine kind.
+#[test]
+fn snapshot_read_vs_two_writers() {
+    let cases = Cases {
+        reached: "saw a commit (the others saw none)",
+        also: None,
+        max_bound: Some(1),
+    };
+    model("snapshot_read_vs_two_writers", cases, |stats| {
+        let log = Log::new(stats);
+        let a = TVar::new(log.value(0));
+        let b = TVar::new(log.value(0));
+        let writers: Vec<_> = (1..=2)
+            .map(|value| {
+                let (a, b, log) = (a.clone(), b.clone(), log.clone());
+                spawn(move || {
+                    atomically(|tx| {
+                        tx.write(&a, log.value(value))?;
+                        tx.write(&b, log.value(value))
+                    })
+                })
+            })
+            .collect();
+        let (x, y) = atomically(|tx| Ok((tx.read(&a)?.get(), tx.read(&b)?.get())));
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(x, y, "a snapshot saw half of a commit");
+        if x != 0 {
+            stats.reached();
+        }
+        let (x, y) = (a.load().get(), b.load().get());
+        assert!(x == y && x != 0, "the writers left ({x}, {y})");
+    });
+}
+
+/// A waiter `retry`s until a flag is set; a writer sets it. The waiter always wakes up: if it
+/// parked for good, loom would report the deadlock (the main thread joins it).
+#[test]
+fn retry_registration_vs_committing_writer() {
+    let cases = Cases {
+        reached: "blocked the waiter in retry before it was woken",
+        also: None,
+        max_bound: None,
+    };
+    model("retry_registration_vs_committing_writer", cases, |stats| {
+        let flag = TVar::new(false);
+        let waited = flag.clone();
+        let waiter = spawn(move || {
+            atomically(|tx| {
+                if !tx.read(&waited)? {
+                    return retry();
+                }
+                Ok(tx.attempt())
+            })
+        });
+        atomically(|tx| tx.write(&flag, true));
+        let attempts = waiter.join().unwrap();
+        if attempts > 1 {
+            stats.reached(); // the waiter retried, blocked, and was woken
+        }
+    });
+}
+
+/// Commits of the reclamation model before the reader starts (the writer alone: one
+/// interleaving) and while it runs. Under loom every commit advances the horizon and flushes
+/// (`reclaim.rs`), so old versions are cut and freed within a few commits.
+const WRITES_BEFORE: u64 = 1;
+const WRITES_DURING: u64 = 3;
+
+/// A reader holds a snapshot across two reads of a TVar while a writer overwrites it and the
+/// engine trims and frees old versions. Both reads return the same version, and no version is
+/// freed while a snapshot can still read it: `Tracked` values count their drops (each is dropped
+/// exactly once by the end of the execution), a clone of a dropped value fails, and loom reports
+/// a drop that is not ordered after every clone of the value. A version cut from the chain
+/// under a snapshot that needs it would make the reader's second read fail.
+#[test]
+fn reclamation_vs_reader_holding_an_old_snapshot() {
+    let cases = Cases {
+        reached: "overwrote the reader's version twice while it held its snapshot (trims ran \
+                  below it)",
+        also: Some("freed versions before the model's end (in the collector, not at teardown)"),
+        max_bound: None,
+    };
+    model(
+        "reclamation_vs_reader_holding_an_old_snapshot",
+        cases,
+        |stats| {
+            let log = Log::new(stats);
+            let v = TVar::new(log.value(0));
+            for value in 1..=WRITES_BEFORE {
+                atomically(|tx| tx.write(&v, log.value(value)));
+            }
+            let read = v.clone();
+            let reader = spawn(move || {
+                atomically(|tx| {
+                    let first = tx.read(&read)?;
+                    let second = tx.read(&read)?;
+                    // The newest committed value, outside this snapshot.
+                    let newest = read.load().value;
+                    Ok((first.serial, second.serial, newest >= first.value + 2))
+                })
+            });
+            for value in WRITES_BEFORE + 1..=WRITES_BEFORE + WRITES_DURING {
+                atomically(|tx| tx.write(&v, log.value(value)));
+            }
+            let (first, second, overwritten_twice) = reader.join().unwrap();
+            assert_eq!(first, second, "one snapshot read two versions");
+            if overwritten_twice {
+                stats.reached();
+            }
+            if log.dropped_count() > 0 {
+                stats.also();
+            }
+        },
+    );
+}
+
+/// Room for the values one execution makes (re-run attempts make more).
+const MAX_VALUES: usize = 64;
+
+/// A value that knows whether it is alive. `TVar` versions hold originals (made by
+/// [`Log::value`], each with its own serial number); reads return copies. Dropping an original
+/// is a write to its cell and cloning one is a read, so loom flags a clone that is not ordered
+/// after the original was made (a missed publication) and a drop that is not ordered after
+/// every clone (a free under a reader); the log counts drops by serial.
+struct Tracked {
+    value: u64,
+    serial: usize,
+    cell: UnsafeCell<u64>,
+    original: bool,
+    log: Arc<Log>,
+}
+
+// SAFETY: the cell is only read (`with`) through `&Tracked`; the one write is in `drop`, with
+// `&mut`. Loom checks that those accesses are ordered.
+unsafe impl Sync for Tracked {}
+
+impl Tracked {
+    fn get(&self) -> u64 {
+        self.value
+    }
+}
+
+impl Clone for Tracked {
+    fn clone(&self) -> Self {
+        let value = self.cell.with(|p| {
+            // SAFETY: see `impl Sync`.
+            unsafe { *p }
+        });
+        assert_eq!(value, self.value, "read a value after it was dropped");
+        assert_eq!(
+            self.log.drops[self.serial].load(SeqCst),
+            0,
+            "cloned a version after it was freed"
+        );
+        Tracked {
+            value,
+            serial: self.serial,
+            cell: UnsafeCell::new(value),
+            original: false,
+            log: self.log.clone(),
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.cell.with_mut(|p| {
+            // SAFETY: `&mut self`.
+            unsafe { *p = u64::MAX }
+        });
+        if self.original {
+            let before = self.log.drops[self.serial].fetch_add(1, SeqCst);
+            assert_eq!(before, 0, "value #{} dropped twice", self.serial);
+        }
+    }
+}
+
+/// The originals one execution made, and how often each was dropped.
+struct Log {
+    made: AtomicUsize,
+    drops: [AtomicUsize; MAX_VALUES],
+    stats: Arc<Stats>,
+}
+
+impl Log {
+    fn new(stats: &Arc<Stats>) -> Arc<Log> {
+        stats.logs.fetch_add(1, SeqCst);
+        Arc::new(Log {
+            made: AtomicUsize::new(0),
+            drops: std::array::from_fn(|_| AtomicUsize::new(0)),
+            stats: stats.clone(),
+        })
+    }
+
+    /// How many originals were dropped so far.
+    fn dropped_count(&self) -> usize {
+        self.drops.iter().map(|d| d.load(SeqCst)).sum()
+    }
+}
+
+trait MakeValue {
+    fn value(&self, value: u64) -> Tracked;
+}
+
+impl MakeValue for Arc<Log> {
+    /// A new original holding `value`.
+    fn value(&self, value: u64) -> Tracked {
+        let serial = self.made.fetch_add(1, SeqCst);
+        assert!(serial < MAX_VALUES, "raise MAX_VALUES");
+        Tracked {
+            value,
+            serial,
+            cell: UnsafeCell::new(value),
+            original: true,
+            log: self.clone(),
+        }
+    }
+}
+
+impl Drop for Log {
+    /// The execution's last value is gone (the epoch collector dropped the last versions as
+    /// the execution ended). Counts the execution as complete if every original was dropped
+    /// exactly once; the test checks the count after loom is done, outside any destructor.
+    fn drop(&mut self) {
+        let made = self.made.load(SeqCst);
+        if self.drops[..made].iter().all(|d| d.load(SeqCst) == 1) {
+            self.stats.logs_complete.fetch_add(1, SeqCst);
+        }
+    }
+}
