@@ -9,7 +9,12 @@ use std::time::Duration;
 
 const PREFIX: &str = "track_";
 
+/// Operations per threaded sample: a quarter of the suite's floor keeps a slow peer's samples
+/// (bank on fast-stm, about 17 µs per operation) and the blocking hand-overs short.
+const TRACK_MIN_OPS: u64 = 5_000;
+
 fn micro(c: &mut Criterion) {
+    common::set_min_ops(TRACK_MIN_OPS);
     let only: &[&str] = &["mvstm", "mutex", "fast-stm"];
     common::micro::read_1(c, PREFIX, Some(only));
     common::micro::increment_1(c, PREFIX, Some(only));

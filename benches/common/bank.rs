@@ -7,7 +7,7 @@
 //! are harmless here because the body only adds, but a body that indexed or unwrapped on such a
 //! state would panic or loop.
 
-use super::{run_threads, wanted, AsyncStm, FastStm, Mvstm, Rng, RustStm, Stm, MIN_OPS};
+use super::{min_ops, run_threads, wanted, AsyncStm, FastStm, Mvstm, Rng, RustStm, Stm};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use parking_lot::{Mutex, RwLock};
@@ -233,7 +233,7 @@ pub fn bench(c: &mut Criterion, prefix: &str, threads: &[usize], only: Option<&[
             let stats = Stats::default();
             g.bench_function("sequential", |b| {
                 b.iter_custom(|iters| {
-                    let ops = iters.max(MIN_OPS);
+                    let ops = iters.max(min_ops());
                     let began = Instant::now();
                     run_ops(&bank, ops, &stats);
                     scale(began.elapsed(), iters, ops)

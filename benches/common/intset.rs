@@ -12,7 +12,7 @@
 //! as a user would write it), a hash set with a `Mutex` per bucket (the per-item-lock form), and
 //! mvstm's own `TMap`. The 1-thread groups add a `BTreeSet` with no lock.
 
-use super::{run_threads, wanted, AsyncStm, FastStm, Mvstm, Rng, RustStm, Stm, MIN_OPS};
+use super::{min_ops, run_threads, wanted, AsyncStm, FastStm, Mvstm, Rng, RustStm, Stm};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use parking_lot::{Mutex, RwLock};
@@ -424,7 +424,7 @@ pub fn bench(
                 populate(&set);
                 g.bench_function("sequential_btreeset", |b| {
                     b.iter_custom(|iters| {
-                        let ops = iters.max(MIN_OPS);
+                        let ops = iters.max(min_ops());
                         let began = Instant::now();
                         run_ops(&set, ops, u);
                         began.elapsed().mul_f64(iters as f64 / ops as f64)

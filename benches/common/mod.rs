@@ -28,7 +28,19 @@ use std::time::{Duration, Instant};
 
 /// Operations a threaded sample runs at least, so that starting its threads does not weigh in;
 /// the time is scaled back to the number of iterations criterion asked for.
-pub const MIN_OPS: u64 = 20_000;
+static MIN_OPS: AtomicU64 = AtomicU64::new(20_000);
+
+/// The operations a sample runs at least (see [`set_min_ops`]).
+pub fn min_ops() -> u64 {
+    // Relaxed: `track` sets it before its first sample, on the thread that runs the samples.
+    MIN_OPS.load(Ordering::Relaxed)
+}
+
+/// Lower the floor of operations per sample (the `track` bench: shorter samples, so that a
+/// slow peer or a loaded machine cannot stretch it past a minute).
+pub fn set_min_ops(ops: u64) {
+    MIN_OPS.store(ops, Ordering::Relaxed);
+}
 
 /// The thread counts of the scaling workloads (the machine has 2 cores: 4 and 8 oversubscribe).
 pub const THREADS: [usize; 4] = [1, 2, 4, 8];
@@ -268,10 +280,10 @@ impl Rng {
     }
 }
 
-/// `threads` threads each run `work(ops)` for an equal share of `max(iters, MIN_OPS)`
+/// `threads` threads each run `work(ops)` for an equal share of `max(iters, min_ops())`
 /// operations, started together; returns the wall time scaled to `iters` operations.
 pub fn run_threads(threads: usize, iters: u64, work: impl Fn(u64) + Sync) -> Duration {
-    let per_thread = iters.max(MIN_OPS).div_ceil(threads as u64);
+    let per_thread = iters.max(min_ops()).div_ceil(threads as u64);
     let start = Barrier::new(threads + 1);
     let elapsed = thread::scope(|s| {
         let hs: Vec<_> = (0..threads)

@@ -7,7 +7,7 @@
 //! `Mutex<Option<u64>>` with a `Condvar` (parking_lot's and std's), and a crossbeam-channel of
 //! capacity 1. One iteration is one token handed over.
 
-use super::{wanted, AsyncStm, FastStm, Mvstm, RustStm, Stm, MIN_OPS};
+use super::{min_ops, wanted, AsyncStm, FastStm, Mvstm, RustStm, Stm};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use std::hint::black_box;
@@ -111,10 +111,10 @@ impl Slot for ChannelSlot {
     }
 }
 
-/// Hand `max(iters, MIN_OPS)` tokens from a producer thread to a consumer thread; the time
+/// Hand `max(iters, min_ops())` tokens from a producer thread to a consumer thread; the time
 /// scaled to `iters`.
 fn sample(slot: &impl Slot, iters: u64) -> Duration {
-    let n = iters.max(MIN_OPS);
+    let n = iters.max(min_ops());
     let began = Instant::now();
     thread::scope(|s| {
         s.spawn(|| (0..n).for_each(|i| slot.put(i)));
