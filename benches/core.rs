@@ -1,71 +1,23 @@
 //! Micro benchmarks of the core beside locks and the peer STM crates, in one run.
 //!
 //! Single-threaded costs of: a read-only transaction of 1 TVar, an increment of 1 TVar, a
-//! read-only transaction of 64 TVars, and the hook machinery. Run with
+//! read-only transaction of 64 TVars, and the hook machinery (one hook of each kind, and the
+//! same transactions registering none). Run with
 //! `cargo bench --bench core`; figures go in the README, never in test assertions.
 
+mod common;
+
+use common::micro::ready;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use parking_lot::{Mutex, RwLock};
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-/// Drive an async-stm transaction that never blocks: it is ready on its first poll.
-fn ready<T>(fut: impl Future<Output = T>) -> T {
-    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("an async-stm transaction blocked in a benchmark"),
-    }
-}
-
 fn read_1(c: &mut Criterion) {
-    let mut g = c.benchmark_group("read_1");
-    let v = mvstm::TVar::new(1u64);
-    g.bench_function("mvstm", |b| {
-        b.iter(|| mvstm::atomically(|tx| tx.read(black_box(&v))))
-    });
-    g.bench_function("mvstm_load", |b| b.iter(|| black_box(&v).load()));
-    let m = Mutex::new(1u64);
-    g.bench_function("mutex", |b| b.iter(|| *black_box(&m).lock()));
-    let rw = RwLock::new(1u64);
-    g.bench_function("rwlock", |b| b.iter(|| *black_box(&rw).read()));
-    let f = fast_stm::TVar::new(1u64);
-    g.bench_function("fast-stm", |b| {
-        b.iter(|| fast_stm::atomically(|tx| black_box(&f).read(tx)))
-    });
-    let a = async_stm::TVar::new(1u64);
-    g.bench_function("async-stm", |b| {
-        b.iter(|| ready(async_stm::atomically(|| black_box(&a).read_clone())))
-    });
-    let s = stm::TVar::new(1u64);
-    g.bench_function("stm", |b| {
-        b.iter(|| stm::atomically(|tx| black_box(&s).read(tx)))
-    });
-    g.finish();
+    common::micro::read_1(c, "", None);
 }
 
 fn increment_1(c: &mut Criterion) {
-    let mut g = c.benchmark_group("increment_1");
-    let v = mvstm::TVar::new(0u64);
-    g.bench_function("mvstm", |b| {
-        b.iter(|| mvstm::atomically(|tx| tx.modify(black_box(&v), |x| x + 1)))
-    });
-    let m = Mutex::new(0u64);
-    g.bench_function("mutex", |b| b.iter(|| *black_box(&m).lock() += 1));
-    let f = fast_stm::TVar::new(0u64);
-    g.bench_function("fast-stm", |b| {
-        b.iter(|| fast_stm::atomically(|tx| black_box(&f).modify(tx, |x| x + 1)))
-    });
-    let a = async_stm::TVar::new(0u64);
-    g.bench_function("async-stm", |b| {
-        b.iter(|| ready(async_stm::atomically(|| black_box(&a).update(|x| x + 1))))
-    });
-    let s = stm::TVar::new(0u64);
-    g.bench_function("stm", |b| {
-        b.iter(|| stm::atomically(|tx| black_box(&s).modify(tx, |x| x + 1)))
-    });
-    g.finish();
+    common::micro::increment_1(c, "", None);
 }
 
 fn read_64(c: &mut Criterion) {
@@ -137,6 +89,30 @@ fn read_64(c: &mut Criterion) {
 fn hooks(c: &mut Criterion) {
     let mut g = c.benchmark_group("hooks");
     let v = mvstm::TVar::new(0u64);
+    // A read-only transaction registering no hook, and the same with one hook of each kind.
+    g.bench_function("read_no_hook", |b| {
+        b.iter(|| mvstm::atomically(|tx| tx.read(black_box(&v))))
+    });
+    g.bench_function("read_on_commit", |b| {
+        b.iter(|| {
+            mvstm::atomically(|tx| {
+                tx.on_commit(|| {
+                    black_box(());
+                });
+                tx.read(black_box(&v))
+            })
+        })
+    });
+    g.bench_function("read_after_commit", |b| {
+        b.iter(|| {
+            mvstm::atomically(|tx| {
+                tx.after_commit(|| {
+                    black_box(());
+                });
+                tx.read(black_box(&v))
+            })
+        })
+    });
     g.bench_function("increment_no_hook", |b| {
         b.iter(|| mvstm::atomically(|tx| tx.modify(&v, |x| x + 1)))
     });
@@ -146,6 +122,14 @@ fn hooks(c: &mut Criterion) {
                 tx.on_abort(|c| {
                     black_box(c);
                 });
+                tx.modify(&v, |x| x + 1)
+            })
+        })
+    });
+    g.bench_function("increment_try_on_commit", |b| {
+        b.iter(|| {
+            mvstm::atomically(|tx| {
+                tx.try_on_commit(|| black_box(Ok::<(), ()>(())));
                 tx.modify(&v, |x| x + 1)
             })
         })
