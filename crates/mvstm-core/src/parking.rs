@@ -78,8 +78,17 @@ pub(crate) fn has_waiters(header: &Header) -> bool {
 #[cold]
 pub(crate) fn wake(header: &Header) {
     let addr = header as *const Header as usize;
-    for e in shard(addr).lock().iter().filter(|e| e.addr == addr) {
-        e.thread.unpark();
+    // Unpark after releasing the shard lock: an unpark is a syscall, and the woken thread's
+    // first act is to take this lock to remove its entry (it would spin on it). A waiter that
+    // left meanwhile gets a spurious wake-up, which every wait loop re-checks anyway.
+    let woken: SmallVec<[Thread; 4]> = shard(addr)
+        .lock()
+        .iter()
+        .filter(|e| e.addr == addr)
+        .map(|e| e.thread.clone())
+        .collect();
+    for thread in woken {
+        thread.unpark();
     }
 }
 
