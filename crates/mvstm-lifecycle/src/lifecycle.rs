@@ -536,15 +536,8 @@ impl<S: Service> Inner<S> {
                 settle.reached(State::Running);
                 Ok(())
             }
-            Ok(Err(error)) => {
-                settle.reached(failed(Op::Start, error.to_string(), false));
-                Err(LifecycleError::Failed(error))
-            }
-            Err(panic) => {
-                let message = panic_message(&*panic);
-                settle.reached(failed(Op::Start, message.clone(), true));
-                Err(LifecycleError::Panicked(message))
-            }
+            Ok(Err(error)) => Err(settle.failed(Op::Start, error)),
+            Err(panic) => Err(settle.panicked(Op::Start, &*panic)),
         }
     }
 
@@ -572,15 +565,8 @@ impl<S: Service> Inner<S> {
                 settle.reached(State::Stopped);
                 Ok(())
             }
-            Ok(Err(error)) => {
-                settle.reached(failed(Op::Stop, error.to_string(), false));
-                Err(LifecycleError::Failed(error))
-            }
-            Err(panic) => {
-                let message = panic_message(&*panic);
-                settle.reached(failed(Op::Stop, message.clone(), true));
-                Err(LifecycleError::Panicked(message))
-            }
+            Ok(Err(error)) => Err(settle.failed(Op::Stop, error)),
+            Err(panic) => Err(settle.panicked(Op::Stop, &*panic)),
         }
     }
 }
@@ -627,6 +613,19 @@ impl<'a, S: Service> Settle<'a, S> {
     /// What to record when dropped.
     fn reached(&mut self, state: State) {
         self.to = state;
+    }
+
+    /// `op` returned `error`: record `Failed` with its text, and hand the error to the caller.
+    fn failed(&mut self, op: Op, error: S::Error) -> LifecycleError<S::Error> {
+        self.reached(failed(op, error.to_string(), false));
+        LifecycleError::Failed(error)
+    }
+
+    /// `op` panicked: record `Failed` with the panic message, and report it to the caller.
+    fn panicked(&mut self, op: Op, panic: &(dyn Any + Send)) -> LifecycleError<S::Error> {
+        let message = panic_message(panic);
+        self.reached(failed(op, message.clone(), true));
+        LifecycleError::Panicked(message)
     }
 
     /// Record `state` now, staying the claim's owner.
