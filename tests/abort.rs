@@ -217,3 +217,58 @@ fn the_thread_is_usable_after_an_abort() {
     // The attempt counter starts over for every call.
     assert_eq!(atomically(|tx| Ok(tx.attempt())), 1);
 }
+
+/// PITFALLS 16: an abort is final. A body that drops the signal and returns `Ok` must not
+/// commit: its writes are discarded and the call returns the error.
+#[test]
+fn a_swallowed_abort_still_aborts() {
+    let v = TVar::new(1i64);
+    let causes = Rc::new(RefCell::new(Vec::new()));
+    let seen = causes.clone();
+    let r: Result<(), &str> = try_atomically(|tx| {
+        tx.write(&v, 2)?;
+        let seen = seen.clone();
+        tx.on_abort(move |cause| seen.borrow_mut().push(cause));
+        #[allow(unused_must_use)]
+        {
+            let _ = tx.abort::<(), _>("refused");
+        }
+        Ok(())
+    });
+    assert_eq!(r, Err("refused"));
+    assert_eq!(v.load(), 1, "the aborted attempt's write was published");
+    assert_eq!(*causes.borrow(), vec![AbortCause::Abort]);
+}
+
+/// After an abort the attempt reads and writes nothing more, and the first error is the one
+/// returned.
+#[test]
+fn after_an_abort_reads_fail_and_the_first_error_wins() {
+    let v = TVar::new(1i64);
+    let r: Result<i64, &str> = try_atomically(|tx| {
+        let _ = tx.abort::<(), _>("first");
+        assert!(tx.read(&v).is_err(), "a read after an abort succeeded");
+        assert!(tx.write(&v, 5).is_err(), "a write after an abort succeeded");
+        tx.abort("second")
+    });
+    assert_eq!(r, Err("first"));
+    assert_eq!(v.load(), 1);
+}
+
+/// A swallowed abort inside `or_else`'s first branch does not fall through to the second
+/// branch's commit either.
+#[test]
+fn a_swallowed_abort_in_or_else_still_aborts() {
+    let v = TVar::new(0i64);
+    let r: Result<(), &str> = try_atomically(|tx| {
+        tx.or_else(
+            |tx| {
+                let _ = tx.abort::<(), _>("no");
+                mvstm::retry()
+            },
+            |tx| tx.write(&v, 9),
+        )
+    });
+    assert_eq!(r, Err("no"));
+    assert_eq!(v.load(), 0);
+}

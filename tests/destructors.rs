@@ -182,3 +182,105 @@ fn hooks_left_by_a_veto_are_dropped_after_the_locks_are_released() {
     on_other_thread(move || atomically(|tx| tx.write(&x2, 2)));
     assert_eq!(x.load(), 2);
 }
+
+thread_local! {
+    /// While set, a `Mine` dropped on this thread panics (unless the thread is unwinding).
+    static MINES_ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A value whose destructor panics whenever it runs on an armed thread that is not already
+/// unwinding (a second panic while unwinding would abort the process).
+#[derive(Clone)]
+struct Mine;
+
+impl Drop for Mine {
+    fn drop(&mut self) {
+        if MINES_ARMED.with(Cell::get) && !std::thread::panicking() {
+            panic!("a mine went off");
+        }
+    }
+}
+
+/// PITFALLS 15: values' destructors run by the collector after a commit (the epoch flush) must
+/// not unwind past that commit's `after_commit` hooks. Every transaction registers one
+/// `on_commit` and one `after_commit` hook and overwrites TVars holding mines, whose old
+/// versions the collector frees later; mines go off wherever the collector runs them on this
+/// thread (pinning, the flush after a commit), and every transaction that committed still runs
+/// its `after_commit` hook exactly once.
+#[test]
+fn exploding_destructors_never_skip_after_commit_hooks() {
+    use std::rc::Rc;
+    let counter = TVar::new(0u64);
+    // Many mines per commit: more garbage than pinning alone collects (a pin collects a few
+    // bags now and then), so the flush after a commit collects mines too.
+    let mines: Vec<TVar<Mine>> = (0..64).map(|_| TVar::new(Mine)).collect();
+    let on_commit = Rc::new(Cell::new(0u64));
+    let after_commit = Rc::new(Cell::new(0u64));
+    let mut went_off = 0;
+    for i in 1..=5_000u64 {
+        let (oc, ac) = (on_commit.clone(), after_commit.clone());
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            // Armed for the whole call, its pins included.
+            MINES_ARMED.with(|a| a.set(true));
+            atomically(|tx| {
+                tx.modify(&counter, |n| n + 1)?;
+                for mine in &mines {
+                    tx.write(mine, Mine)?;
+                }
+                let (oc, ac) = (oc.clone(), ac.clone());
+                tx.on_commit(move || oc.set(oc.get() + 1));
+                tx.after_commit(move || ac.set(ac.get() + 1));
+                Ok(())
+            })
+        }));
+        MINES_ARMED.with(|a| a.set(false));
+        went_off += usize::from(r.is_err());
+        // A mine may go off before a commit (while pinning) or after it, never inside it.
+        assert_eq!(
+            after_commit.get(),
+            on_commit.get(),
+            "call {i}: a committed transaction's after_commit hook did not run"
+        );
+    }
+    // Checked once at the end: a load pins too, and would collect the mines unarmed.
+    assert_eq!(
+        counter.load(),
+        on_commit.get(),
+        "commits and on_commit hooks disagree"
+    );
+    assert!(went_off > 0, "no mine went off: the test proved nothing");
+    println!("{went_off} of 5,000 calls saw a mine go off");
+}
+
+/// A pending value whose destructor panics when its attempt is discarded neither skips the
+/// attempt's `on_abort` hooks nor leaks the other pending values.
+#[test]
+fn a_panicking_pending_value_skips_no_hook_and_leaks_nothing() {
+    let counter = common::DropCounter::new();
+    let (mine, other) = (TVar::new(Mine), TVar::new(counter.value(0)));
+    let aborted = std::rc::Rc::new(Cell::new(false));
+    let flag = aborted.clone();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let _: Result<(), &str> = try_atomically(|tx| {
+            // The mine is discarded first; the counted value after it must not leak.
+            tx.write(&mine, Mine)?;
+            tx.write(&other, counter.value(1))?;
+            tx.write(&other, counter.value(2))?;
+            let flag = flag.clone();
+            tx.on_abort(move |_| flag.set(true));
+            MINES_ARMED.with(|a| a.set(true));
+            tx.abort("discard the pending values")
+        });
+    }));
+    MINES_ARMED.with(|a| a.set(false));
+    assert!(r.is_err(), "the destructor's panic did not propagate");
+    assert!(aborted.get(), "the on_abort hook was skipped");
+    // The pending value 2 (1 was overwritten in place) was dropped, not leaked; 0 is live.
+    assert_eq!(counter.live(), 1, "a pending value leaked");
+    assert!(!counter.dropped_twice());
+    // Nothing stays locked or pinned: the thread and another still commit.
+    atomically(|tx| tx.write(&other, counter.value(3)));
+    let o = other.clone();
+    let c = counter.clone();
+    on_other_thread(move || atomically(|tx| tx.write(&o, c.value(4))));
+}

@@ -291,6 +291,93 @@ fn retry_until_wakes_when_the_predicate_holds() {
     );
 }
 
+/// PITFALLS 13: a commit that lands while the predicate is being evaluated (after its snapshot)
+/// must still wake the waiter. The predicate sees 1; during that evaluation 2 is committed, which
+/// makes it hold. A waiter that re-bases to the stamps current after the predicate returned
+/// (the stamp of 2) thinks it has seen 2 and parks forever.
+#[test]
+fn retry_until_sees_a_commit_made_while_its_predicate_ran() {
+    let v = TVar::new(0u32);
+    let (set_one, set_two) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let rx = {
+        let (v, set_one, set_two) = (v.clone(), set_one.clone(), set_two.clone());
+        spawn_reporting(move || {
+            atomically(|tx| {
+                let now = tx.read(&v)?;
+                if now >= 2 {
+                    return Ok(now);
+                }
+                // Once registered (on_abort runs after the registration, before the block),
+                // commit 1: the wait's first check then evaluates the predicate.
+                let (writer, set_one) = (v.clone(), set_one.clone());
+                tx.on_abort(move |_| {
+                    if set_one.fetch_add(1, Ordering::SeqCst) == 0 {
+                        atomically(|tx| tx.write(&writer, 1));
+                    }
+                });
+                let (watched, set_two) = (v.clone(), set_two.clone());
+                tx.retry_until(&[&v], move |tx| {
+                    let seen = tx.read(&watched)?;
+                    if seen == 1 && set_two.fetch_add(1, Ordering::SeqCst) == 0 {
+                        // 2 commits after this snapshot, before the predicate returns false.
+                        let writer = watched.clone();
+                        thread::spawn(move || atomically(|tx| tx.write(&writer, 2)))
+                            .join()
+                            .expect("the writer of 2 panicked");
+                    }
+                    Ok(seen >= 2)
+                })
+            })
+        })
+    };
+    assert_eq!(
+        finish(&rx, "retry_until with 2 committed during its predicate"),
+        2
+    );
+    assert!(
+        set_two.load(Ordering::SeqCst) >= 1,
+        "the predicate never saw 1 (the interleaving was not reached)"
+    );
+}
+
+/// A long reader that re-pinned (read more than 1,024 TVars) and then retries is re-run with
+/// one pin before it waits; its `on_abort` hooks are told `Retry`, which is what the body did.
+#[test]
+fn a_repinned_reader_that_retries_reports_retry() {
+    let vars: Vec<TVar<u32>> = (0..3_000).map(TVar::new).collect();
+    let flag = TVar::new(false);
+    let causes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rx = {
+        let (vars, flag, causes) = (vars.clone(), flag.clone(), causes.clone());
+        spawn_reporting(move || {
+            atomically(|tx| {
+                let mut sum = 0u64;
+                for v in &vars {
+                    sum += u64::from(tx.read(v)?);
+                }
+                if !tx.read(&flag)? {
+                    let (causes, flag) = (causes.clone(), flag.clone());
+                    tx.on_abort(move |cause| {
+                        let mut causes = causes.lock().unwrap();
+                        causes.push(cause);
+                        if causes.len() == 2 {
+                            // The second attempt is the one that waits: let it end.
+                            thread::spawn(move || atomically(|tx| tx.write(&flag, true)));
+                        }
+                    });
+                    return retry();
+                }
+                Ok(sum)
+            })
+        })
+    };
+    assert_eq!(finish(&rx, "the long reader"), (0..3_000u64).sum::<u64>());
+    assert_eq!(
+        *causes.lock().unwrap(),
+        vec![mvstm::AbortCause::Retry, mvstm::AbortCause::Retry]
+    );
+}
+
 #[test]
 fn retry_until_predicate_that_writes_panics() {
     let (trigger, victim) = (TVar::new(0u32), TVar::new(0u32));

@@ -1,6 +1,5 @@
 //! The control-flow signals a transaction body propagates with `?`.
 
-use std::any::Any;
 use std::fmt;
 
 /// The result type of every transactional operation and of a transaction body.
@@ -54,7 +53,9 @@ pub(crate) enum RetryKind {
 pub(crate) enum ErrorKind {
     Retry(RetryKind),
     Conflict,
-    Abort(Box<dyn Any>),
+    /// The error itself is kept by the attempt (`Txn::abort`), so that dropping this signal
+    /// cannot undo the abort.
+    Abort,
 }
 
 /// The control-flow signal of a transaction: retry, conflict or user abort.
@@ -84,9 +85,9 @@ impl StmError {
         }
     }
 
-    pub(crate) fn abort(payload: Box<dyn Any>) -> Self {
+    pub(crate) fn abort() -> Self {
         StmError {
-            kind: ErrorKind::Abort(payload),
+            kind: ErrorKind::Abort,
         }
     }
 
@@ -102,7 +103,7 @@ impl StmError {
 
     /// Whether this signal is a user abort carrying an error for `try_atomically`.
     pub fn is_abort(&self) -> bool {
-        matches!(self.kind, ErrorKind::Abort(_))
+        matches!(self.kind, ErrorKind::Abort)
     }
 }
 
@@ -111,7 +112,7 @@ impl fmt::Debug for StmError {
         match &self.kind {
             ErrorKind::Retry(_) => f.write_str("StmError::Retry"),
             ErrorKind::Conflict => f.write_str("StmError::Conflict"),
-            ErrorKind::Abort(_) => f.write_str("StmError::Abort(..)"),
+            ErrorKind::Abort => f.write_str("StmError::Abort"),
         }
     }
 }
@@ -121,7 +122,7 @@ impl fmt::Display for StmError {
         match &self.kind {
             ErrorKind::Retry(_) => f.write_str("transaction asked to retry"),
             ErrorKind::Conflict => f.write_str("transaction conflicted and will re-run"),
-            ErrorKind::Abort(_) => f.write_str("transaction aborted by the user"),
+            ErrorKind::Abort => f.write_str("transaction aborted by the user"),
         }
     }
 }

@@ -10,8 +10,13 @@
 
 use crate::lock::LockWord;
 use crate::tvar::Header;
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
+
+/// The payload of a panic caught to be resumed later.
+pub(crate) type Panic = Box<dyn Any + Send>;
 
 /// A variable the attempt read, and the stamp of the version it read.
 #[derive(Clone, Copy)]
@@ -113,20 +118,33 @@ impl WriteLog {
         }
     }
 
-    /// Drop every entry from `len` on (an `or_else` branch that retried).
-    pub(crate) fn truncate(&mut self, len: usize) {
+    /// Drop every entry from `len` on (an `or_else` branch that retried, or the whole log).
+    ///
+    /// Every pending value is dropped even if one's `Drop` panics; the first panic is handed
+    /// back for the caller to resume once it has finished its own clean-up (a panic here must
+    /// neither leak the other nodes nor skip the attempt's `on_abort` hooks).
+    #[must_use = "a panic from a value's destructor must be resumed"]
+    pub(crate) fn truncate(&mut self, len: usize) -> Option<Panic> {
         if len >= self.entries.len() {
-            return;
+            return None;
         }
+        let mut first_panic = None;
         for e in self.entries.drain(len..) {
-            // SAFETY: the node is pending and owned by the log.
-            unsafe { (e.header().ops.drop_pending)(e.node) };
+            // SAFETY: the node is pending and owned by the log; `drop_pending` frees its memory
+            // even when the value's destructor unwinds (see `tvar.rs`).
+            let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
+                (e.header().ops.drop_pending)(e.node)
+            }));
+            if let Err(panic) = dropped {
+                first_panic.get_or_insert(panic);
+            }
         }
         if self.entries.len() > INDEX_ABOVE {
             self.rebuild_index();
         } else {
             self.index.clear();
         }
+        first_panic
     }
 
     /// Keep only the newest entry of each variable, sorted by header address (the lock order).
@@ -177,11 +195,13 @@ impl WriteLog {
         self.shadowed = false;
     }
 
-    /// Drop every pending node (the attempt aborted).
-    pub(crate) fn clear_discarded(&mut self) {
-        self.truncate(0);
+    /// Drop every pending node (the attempt aborted); hands back the first panic of a value's
+    /// destructor, as [`WriteLog::truncate`].
+    #[must_use = "a panic from a value's destructor must be resumed"]
+    pub(crate) fn clear_discarded(&mut self) -> Option<Panic> {
         self.branch_base = 0;
         self.shadowed = false;
+        self.truncate(0)
     }
 }
 
@@ -219,7 +239,7 @@ mod tests {
             Some(1),
             "lookups find the newest entry"
         );
-        log.truncate(1); // the branch retried
+        assert!(log.truncate(1).is_none()); // the branch retried
         assert_eq!(log.find(a.header()), Some(0));
         assert_eq!(log.find(b.header()), None);
         let outer = node(&log, 0);
@@ -231,7 +251,7 @@ mod tests {
             .entries()
             .iter()
             .all(|e| e.node.as_ptr() as usize != outer));
-        log.clear_discarded();
+        assert!(log.clear_discarded().is_none());
     }
 
     #[test]
@@ -253,9 +273,9 @@ mod tests {
         for (i, v) in vars.iter().enumerate() {
             assert_eq!(log.find(v.header()), Some(i));
         }
-        log.truncate(10);
+        assert!(log.truncate(10).is_none());
         assert_eq!(log.find(vars[5].header()), Some(5));
         assert_eq!(log.find(vars[20].header()), None);
-        log.clear_discarded();
+        assert!(log.clear_discarded().is_none());
     }
 }

@@ -35,6 +35,7 @@ use crate::sync::{Instant, Mutex, Ordering, Thread};
 use crate::tvar::{ErasedRef, Header};
 use crate::txn::Txn;
 use smallvec::SmallVec;
+use std::ptr::NonNull;
 use std::time::Duration;
 
 #[cfg(not(loom))]
@@ -324,12 +325,18 @@ impl Wait {
                 changed |= look(w);
             }
             if changed {
-                if crate::runtime::evaluate_predicate(predicate) {
+                let headers: SmallVec<[NonNull<Header>; 4]> =
+                    group.iter().map(|w| w.var.ptr()).collect();
+                let (holds, seen) = crate::runtime::evaluate_predicate(predicate, &headers);
+                if holds {
                     return (true, false);
                 }
-                // Not yet: wait for the next change from here.
-                for w in group.iter_mut() {
-                    w.stamp = w.current().0;
+                // Not yet: wait for a change from what the predicate saw, the stamps of its own
+                // snapshot. Not from the stamps current now: a commit between the predicate's
+                // snapshot and now (one that may make it hold) would count as seen, and the
+                // waiter would park past it (PITFALLS 13).
+                for (w, stamp) in group.iter_mut().zip(seen) {
+                    w.stamp = stamp;
                 }
             }
         }

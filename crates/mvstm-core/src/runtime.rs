@@ -10,9 +10,11 @@ use crate::commit::CommitError;
 use crate::contention::Contention;
 use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult};
 use crate::hooks::{self, Veto};
+use crate::log::Panic;
 use crate::parking::{Predicate, Wait};
 use crate::sync::{thread_local, AtomicU64, Ordering};
 use crate::txn::Txn;
+use smallvec::SmallVec;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -372,9 +374,12 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
         let outcome = match attempt {
             Ok(Ok(value)) => {
                 contention.release();
-                tx.finish_committed();
-                after_attempt(flags, &tx.handle);
+                tx.finish_committed(flags);
                 return Ok(value);
+            }
+            // An abort is final, whatever the body did with the signal afterwards.
+            Ok(Err(_)) if tx.aborted.is_some() => {
+                Abandon::Abort(tx.aborted.take().expect("checked"))
             }
             Ok(Err(Failed::Commit(CommitError::Conflict))) => Abandon::Conflict,
             Ok(Err(Failed::Commit(CommitError::Veto(Veto::Error(e))))) => Abandon::Abort(e),
@@ -384,7 +389,11 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
             Ok(Err(Failed::Signal(signal))) => match signal.kind {
                 ErrorKind::Retry(kind) => Abandon::Retry(kind),
                 ErrorKind::Conflict => Abandon::Conflict,
-                ErrorKind::Abort(e) => Abandon::Abort(e),
+                ErrorKind::Abort => panic!(
+                    "a transaction body returned an abort signal that its own attempt did not \
+                     raise (a `StmError` kept from an earlier attempt); return `tx.abort(e)` \
+                     from the attempt that aborts"
+                ),
             },
             Err(panic) => Abandon::Panic(panic),
         };
@@ -394,16 +403,15 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
         match outcome {
             Abandon::Conflict => {
                 tx.update_hint |= !tx.writes.is_empty();
-                tx.abandon(AbortCause::Conflict);
-                after_attempt(flags, &tx.handle);
+                tx.abandon(AbortCause::Conflict, flags);
                 contention.on_conflict();
             }
             Abandon::Retry(_) if tx.announced => {
                 // The logged headers are not protected by the re-pinned guard: run the body
-                // again with one pin, and let that attempt wait.
+                // again with one pin, and let that attempt wait. The body did retry, and its
+                // hooks are told so.
                 drop(tx.give_up_repinned());
-                tx.abandon(AbortCause::Conflict);
-                after_attempt(flags, &tx.handle);
+                tx.abandon(AbortCause::Retry, flags);
             }
             Abandon::Retry(kind) => {
                 if kind == RetryKind::Reads {
@@ -413,8 +421,7 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                 // Register while still pinned: the logged headers are live until we unpin.
                 let txn = &mut *tx;
                 let wait = Wait::register(&mut txn.wait, &txn.reads);
-                tx.abandon(AbortCause::Retry);
-                after_attempt(flags, &tx.handle);
+                tx.abandon(AbortCause::Retry, flags);
                 if wait.is_endless() {
                     panic!(
                         "retry would block forever: the attempt read no TVar and named none to \
@@ -424,13 +431,11 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                 tx.blocked += wait.block();
             }
             Abandon::Abort(e) => {
-                tx.abandon(AbortCause::Abort);
-                after_attempt(flags, &tx.handle);
+                tx.abandon(AbortCause::Abort, flags);
                 return Err(e);
             }
             Abandon::Panic(p) => {
-                tx.abandon(AbortCause::Panic);
-                after_attempt(flags, &tx.handle);
+                tx.abandon(AbortCause::Panic, flags);
                 resume_unwind(p);
             }
         }
@@ -453,37 +458,55 @@ impl Txn {
     }
 
     /// Drop the attempt's state; unpins. Cheap when the attempt used no writes, waits or hooks.
+    ///
+    /// Everything is cleared even if a pending value's destructor panics; that panic is handed
+    /// back, to be resumed once the attempt's hooks ran.
     #[inline]
-    fn clear_attempt(&mut self) {
+    #[must_use = "a panic from a value's destructor must be resumed"]
+    fn clear_attempt(&mut self) -> Option<Panic> {
         self.reads.clear();
-        if !self.writes.is_empty() {
-            self.writes.clear_discarded();
-        }
+        let dropped = if self.writes.is_empty() {
+            None
+        } else {
+            self.writes.clear_discarded()
+        };
         if self.wait_used {
             self.wait.clear();
             self.wait_used = false;
         }
         self.doomed = false;
+        self.aborted = None;
         self.stale = false;
         if self.announced {
             self.announced = false;
             crate::reclaim::withdraw(self.rv);
         }
         self.guard = None;
+        dropped
     }
 
-    /// After a commit: unpin, hand due deferred frees to the collector, run `after_commit`
-    /// hooks.
+    /// After a commit: unpin, run `after_commit` hooks, then hand due deferred frees to the
+    /// collector and do the work the attempt left (`after_attempt`).
+    ///
+    /// The hooks come first: the flush may run other values' destructors, and one that panics
+    /// must not unwind past promises already made (a `Lifecycle` claim records its outcome from
+    /// an `after_commit` hook). The left-over work runs even if a hook panics.
     #[inline]
-    fn finish_committed(&mut self) {
-        self.clear_attempt();
+    fn finish_committed(&mut self, flags: u8) {
+        let dropped = self.clear_attempt();
+        debug_assert!(dropped.is_none(), "a commit leaves no pending value");
+        let hooks = if self.hooks.is_empty() {
+            Ok(())
+        } else {
+            catch_unwind(AssertUnwindSafe(|| self.hooks.run_after_commit()))
+        };
         if self.flush_due {
             self.flush_deferred();
         }
-        if self.hooks.is_empty() {
-            return;
+        after_attempt(flags, &self.handle);
+        if let Err(panic) = hooks {
+            resume_unwind(panic);
         }
-        self.hooks.run_after_commit();
     }
 
     /// Flush this thread's epoch bag (with the horizon advance in it) to the global queue.
@@ -496,16 +519,32 @@ impl Txn {
         self.handle.pin().flush();
     }
 
-    /// After an abandoned attempt: discard it, unpin, then run `on_abort` hooks.
-    fn abandon(&mut self, cause: AbortCause) {
-        self.clear_attempt();
-        if self.hooks.is_empty() {
-            return;
+    /// After an abandoned attempt: discard it, unpin, run `on_abort` hooks, then the work the
+    /// attempt left (`after_attempt`).
+    ///
+    /// Each step runs whatever the one before did: a panicking destructor of a discarded value
+    /// does not skip the hooks, and a panicking hook does not skip the queued frees. The first
+    /// panic resumes at the end (a hook's before a destructor's).
+    fn abandon(&mut self, cause: AbortCause, flags: u8) {
+        let dropped = self.clear_attempt();
+        let hooks = if self.hooks.is_empty() {
+            Ok(())
+        } else {
+            // The other hooks (including `on_commit` hooks a veto left unrun) are dropped after
+            // the `on_abort` hooks ran, never while the commit held locks.
+            let (on_abort, unrun) = self.hooks.take_on_abort();
+            catch_unwind(AssertUnwindSafe(move || {
+                hooks::run_on_abort(on_abort, cause);
+                drop(unrun);
+            }))
+        };
+        after_attempt(flags, &self.handle);
+        if let Err(panic) = hooks {
+            resume_unwind(panic);
         }
-        // The other hooks (including `on_commit` hooks a veto left unrun) are dropped after the
-        // `on_abort` hooks ran, never while the commit held locks.
-        let (on_abort, _unrun) = self.hooks.take_on_abort();
-        hooks::run_on_abort(on_abort, cause);
+        if let Some(panic) = dropped {
+            resume_unwind(panic);
+        }
     }
 
     /// Reset what belongs to one `atomically` call. Every normal way out of `run` commits or
@@ -514,7 +553,8 @@ impl Txn {
     #[inline]
     fn reset_call(&mut self) {
         if std::thread::panicking() {
-            self.clear_attempt();
+            // Already unwinding: a second panic from a destructor is dropped, not resumed.
+            drop(self.clear_attempt());
         }
         if !self.hooks.is_empty() {
             self.hooks.clear();
@@ -527,12 +567,19 @@ impl Txn {
     }
 }
 
-/// Evaluate a `retry_until` predicate in a fresh read-only transaction.
-pub(crate) fn evaluate_predicate(predicate: &Predicate) -> bool {
+/// Evaluate a `retry_until` predicate in a fresh read-only transaction; also returns, from that
+/// same snapshot, the stamp of each of `watched` that the predicate saw.
+pub(crate) fn evaluate_predicate(
+    predicate: &Predicate,
+    watched: &[NonNull<crate::tvar::Header>],
+) -> (bool, SmallVec<[u64; 4]>) {
     atomically(|tx| {
         tx.forbid_writes = true;
         let holds = predicate(tx);
         tx.forbid_writes = false;
-        holds
+        let holds = holds?;
+        // SAFETY: the waiter holds a strong reference to each watched variable.
+        let seen = watched.iter().map(|&h| unsafe { tx.stamp_seen(h) });
+        Ok((holds, seen.collect()))
     })
 }

@@ -44,6 +44,8 @@ pub(crate) struct VarOps {
     pub(crate) destroy: unsafe fn(NonNull<Header>),
     /// The stamp of the current head version (pins internally).
     pub(crate) head_stamp: unsafe fn(NonNull<Header>) -> u64,
+    /// The stamp of the newest version with `stamp <= rv` (see [`Inner::version_at`]).
+    pub(crate) stamp_at: unsafe fn(NonNull<Header>, u64, &Guard) -> u64,
 }
 
 /// The type-independent part of a TVar, first in `Inner<T>` so logs can point at it.
@@ -88,6 +90,31 @@ pub(crate) struct Inner<T> {
     pub(crate) head: Atomic<Version<T>>,
 }
 
+impl<T> Inner<T> {
+    /// The newest version with `stamp <= rv`.
+    ///
+    /// # Safety
+    ///
+    /// The caller is pinned, and `rv` is a snapshot taken while pinned (so the trimming horizon
+    /// is `<= rv`, see `reclaim.rs`) or announced; the returned borrow must not outlive the pin.
+    #[inline]
+    pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> &'g Version<T> {
+        // Acquire (here and on `prev`): pairs with the Release store that published each node,
+        // so its stamp, value and link are initialised before we read them.
+        let mut cur = self.head.load(Ordering::Acquire, guard);
+        loop {
+            // SAFETY: (1) heads and `prev` links are never null down to the version a snapshot
+            // `>=` the horizon needs, and (2) we are pinned, so an unlinked node is not freed.
+            let version = unsafe { cur.as_ref() }
+                .expect("mvstm internal error: a snapshot's version was reclaimed");
+            if version.stamp <= rv {
+                return version;
+            }
+            cur = version.prev.load(Ordering::Acquire, guard);
+        }
+    }
+}
+
 /// A transactional variable: a cheap, cloneable handle to shared state.
 ///
 /// Read and write it inside [`atomically`](crate::atomically) through the [`Txn`](crate::Txn);
@@ -117,6 +144,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
         drop_pending: drop_pending::<T>,
         destroy: destroy::<T>,
         head_stamp: head_stamp::<T>,
+        stamp_at: stamp_at::<T>,
     };
 
     /// A new variable holding `value`, visible to every snapshot.
@@ -197,23 +225,11 @@ impl<T> TVar<T> {
     ///
     /// # Safety
     ///
-    /// The caller is pinned, and `rv` is a snapshot taken while pinned (so the trimming horizon
-    /// is `<= rv`, see `reclaim.rs`); the returned borrow must not outlive the pin.
+    /// As for [`Inner::version_at`].
     #[inline]
     pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> &'g Version<T> {
-        // Acquire (here and on `prev`): pairs with the Release store that published each node,
-        // so its stamp, value and link are initialised before we read them.
-        let mut cur = self.inner().head.load(Ordering::Acquire, guard);
-        loop {
-            // SAFETY: (1) heads and `prev` links are never null down to the version a snapshot
-            // `>=` the horizon needs, and (2) we are pinned, so an unlinked node is not freed.
-            let version = unsafe { cur.as_ref() }
-                .expect("mvstm internal error: a snapshot's version was reclaimed");
-            if version.stamp <= rv {
-                return version;
-            }
-            cur = version.prev.load(Ordering::Acquire, guard);
-        }
+        // SAFETY: forwarded contract.
+        unsafe { self.inner().version_at(rv, guard) }
     }
 
     /// Whether two handles name the same variable.
@@ -292,6 +308,11 @@ impl ErasedRef {
 
     pub(crate) fn addr(&self) -> usize {
         self.0.as_ptr() as usize
+    }
+
+    /// The header pointer, live while `self` is.
+    pub(crate) fn ptr(&self) -> NonNull<Header> {
+        self.0
     }
 
     /// See [`Header::order_key`].
@@ -394,14 +415,34 @@ unsafe fn head_stamp<T>(header: NonNull<Header>) -> u64 {
 
 /// # Safety
 ///
+/// `header` is live, and as for [`Inner::version_at`].
+unsafe fn stamp_at<T>(header: NonNull<Header>, rv: u64, guard: &Guard) -> u64 {
+    // SAFETY: live per the contract; the header is first in `Inner<T>`; the rest is forwarded.
+    unsafe {
+        header
+            .cast::<Inner<T>>()
+            .as_ref()
+            .version_at(rv, guard)
+            .stamp
+    }
+}
+
+/// # Safety
+///
 /// `node` is a pending `Version<T>` owned by a write log and linked nowhere.
 unsafe fn drop_pending<T>(node: NonNull<()>) {
-    let node = node.cast::<Version<T>>();
-    // SAFETY: per the contract we own the node: drop its value, then give back its memory.
-    unsafe {
-        std::ptr::drop_in_place(node.as_ptr());
-        crate::alloc::dealloc(node);
+    /// Gives the node's memory back even if the value's destructor unwinds.
+    struct Dealloc<T>(NonNull<Version<T>>);
+    impl<T> Drop for Dealloc<T> {
+        fn drop(&mut self) {
+            // SAFETY: the node's memory came from `alloc` (`Txn::write`) and nothing else owns
+            // it: the value in it is dropped (or being dropped) by `drop_pending`.
+            unsafe { crate::alloc::dealloc(self.0) };
+        }
     }
+    let node = Dealloc(node.cast::<Version<T>>());
+    // SAFETY: per the contract we own the node: drop its value; `node` frees the memory after.
+    unsafe { std::ptr::drop_in_place(node.0.as_ptr()) };
 }
 
 /// # Safety

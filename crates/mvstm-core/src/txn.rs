@@ -20,6 +20,7 @@ use crate::sync::Ordering;
 use crate::tvar::{Header, TVar, Version};
 use crossbeam_epoch::{self as epoch, Atomic, Guard, LocalHandle};
 use smallvec::SmallVec;
+use std::any::Any;
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -71,8 +72,12 @@ pub struct Txn {
     /// This thread's registration with the epoch collector: pinning through it skips
     /// crossbeam's own thread-local lookup.
     pub(crate) handle: LocalHandle,
-    /// A read or write of this attempt reported a conflict: it can never commit.
+    /// A read or write of this attempt reported a conflict, or the body aborted: it can never
+    /// commit.
     pub(crate) doomed: bool,
+    /// The error of the attempt's first `abort`. Kept here rather than in the signal, so a body
+    /// that drops the signal still cannot commit (ScalaSTM's rollback is persistent too).
+    pub(crate) aborted: Option<Box<dyn Any>>,
     /// The attempt read a version older than the newest one: it must not write.
     pub(crate) stale: bool,
     /// An earlier attempt of this `atomically` call wrote: extend snapshots eagerly.
@@ -112,6 +117,7 @@ impl Txn {
             wait_used: false,
             handle: epoch::default_collector().register(),
             doomed: false,
+            aborted: None,
             stale: false,
             update_hint: false,
             forbid_writes: false,
@@ -453,8 +459,11 @@ impl Txn {
                     self.wait.on_reads = true;
                     self.wait_used = true;
                 }
-                self.writes.truncate(write_mark);
                 self.hooks.rollback(hook_mark);
+                if let Some(panic) = self.writes.truncate(write_mark) {
+                    // Every node of the branch is freed; the attempt is abandoned as a panic.
+                    std::panic::resume_unwind(panic);
+                }
                 second(self)
             }
             other => other,
@@ -463,6 +472,11 @@ impl Txn {
 
     /// Abort the transaction with `error`: writes are discarded, `on_abort` hooks run with
     /// [`AbortCause::Abort`], and [`try_atomically`](crate::try_atomically) returns `Err(error)`.
+    ///
+    /// The abort is final: once called, the attempt cannot commit, even if the body drops the
+    /// returned signal and returns `Ok` (the call still ends with `Err(error)`), and later reads
+    /// and writes of the attempt fail at once. A second abort in the same attempt keeps the
+    /// first error.
     ///
     /// Inside plain [`atomically`](crate::atomically) an abort panics, since there is no way to
     /// return the error.
@@ -476,8 +490,13 @@ impl Txn {
     /// });
     /// assert_eq!((r, v.load()), (Err("no"), 3));
     /// ```
+    #[must_use = "an abort is final for the attempt: return it (`return tx.abort(e)`)"]
     pub fn abort<T, E: 'static>(&mut self, error: E) -> StmResult<T> {
-        Err(StmError::abort(Box::new(error)))
+        if self.aborted.is_none() {
+            self.aborted = Some(Box::new(error));
+        }
+        self.doomed = true;
+        Err(StmError::abort())
     }
 
     /// Run `hook` if this attempt is abandoned (conflict, retry, abort or panic), before the
@@ -692,14 +711,26 @@ impl Txn {
         vars.iter()
             .map(|v| {
                 let header = v.erased_header().cast::<Header>();
-                let stamp = match self.reads.iter().rev().find(|r| r.header == header) {
-                    Some(r) => r.stamp,
-                    // SAFETY: pinned for the attempt; `rv` is a snapshot taken while pinned.
-                    None => unsafe { v.erased_stamp_at(self.rv, self.pinned()) },
-                };
+                // SAFETY: the borrowed handle keeps the variable live.
+                let stamp = unsafe { self.stamp_seen(header) };
                 ReadEntry { header, stamp }
             })
             .collect()
+    }
+
+    /// The stamp of the version of `header` that this attempt sees: the one it read, else the
+    /// one in its snapshot.
+    ///
+    /// # Safety
+    ///
+    /// `header` is live for the call.
+    pub(crate) unsafe fn stamp_seen(&self, header: NonNull<Header>) -> u64 {
+        match self.reads.iter().rev().find(|r| r.header == header) {
+            Some(r) => r.stamp,
+            // SAFETY: live per the contract; pinned for the attempt, and `rv` is a snapshot
+            // taken while pinned (or announced).
+            None => unsafe { (header.as_ref().ops.stamp_at)(header, self.rv, self.pinned()) },
+        }
     }
 }
 
@@ -714,26 +745,17 @@ impl Txn {
 pub trait AnyTVar: sealed::Erased {}
 
 mod sealed {
-    use super::*;
+    use std::ptr::NonNull;
 
     pub trait Erased {
         /// The variable's header, type-erased (a `Header` is crate-private).
         fn erased_header(&self) -> NonNull<()>;
-        /// # Safety
-        ///
-        /// The caller is pinned and `rv` is a snapshot taken while pinned.
-        unsafe fn erased_stamp_at(&self, rv: u64, guard: &Guard) -> u64;
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> sealed::Erased for TVar<T> {
     fn erased_header(&self) -> NonNull<()> {
         self.header().cast()
-    }
-
-    unsafe fn erased_stamp_at(&self, rv: u64, guard: &Guard) -> u64 {
-        // SAFETY: forwarded contract.
-        unsafe { self.version_at(rv, guard).stamp }
     }
 }
 
