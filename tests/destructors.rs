@@ -284,3 +284,35 @@ fn a_panicking_pending_value_skips_no_hook_and_leaks_nothing() {
     let c = counter.clone();
     on_other_thread(move || atomically(|tx| tx.write(&o, c.value(4))));
 }
+
+/// A TVar whose last handle is dropped inside a body is freed after the attempt; a panicking
+/// `on_abort` hook on the conflict path must not skip that (the thread may never run another
+/// transaction that would).
+#[test]
+fn a_panicking_on_abort_hook_does_not_leak_queued_frees() {
+    let counter = common::DropCounter::new();
+    let (v, w) = (TVar::new(0u64), TVar::new(0u64));
+    let c = counter.clone();
+    let thread = std::thread::spawn(move || {
+        let mut first = true;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            atomically(|tx| {
+                let seen = tx.read(&v)?;
+                // Made and dropped inside the body: its free is queued for after the attempt.
+                drop(TVar::new(c.value(seen)));
+                if std::mem::take(&mut first) {
+                    let v2 = v.clone();
+                    // A commit after our read: our validation fails, the attempt conflicts.
+                    std::thread::spawn(move || atomically(|tx| tx.write(&v2, 1)))
+                        .join()
+                        .unwrap();
+                    tx.on_abort(|_| panic!("an on_abort hook panicked"));
+                }
+                tx.write(&w, seen)
+            })
+        }));
+        assert!(r.is_err(), "the hook's panic did not propagate");
+    });
+    thread.join().unwrap();
+    counter.assert_all_dropped("values of TVars dropped inside a body");
+}

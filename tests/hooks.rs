@@ -529,3 +529,127 @@ fn abort_cause_is_comparable_and_printable() {
     let copy = all[1];
     assert_eq!(copy, AbortCause::Retry);
 }
+
+/// Runs a transaction on another thread that reads `shared`, writes `own` and then sits in its
+/// `on_commit` hook until the returned sender is dropped; returns once it sits there.
+fn sit_in_on_commit(
+    shared: &TVar<u64>,
+    own: &TVar<u64>,
+) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (sitting_tx, sitting_rx) = mpsc::channel::<()>();
+    let (shared, own) = (shared.clone(), own.clone());
+    let holder = thread::spawn(move || {
+        let (release_rx, sitting_tx) = (
+            std::sync::Arc::new(std::sync::Mutex::new(release_rx)),
+            sitting_tx,
+        );
+        atomically(|tx| {
+            let seen = tx.read(&shared)?;
+            tx.write(&own, seen + 1)?;
+            let (release_rx, sitting_tx) = (release_rx.clone(), sitting_tx.clone());
+            tx.on_commit(move || {
+                let _ = sitting_tx.send(());
+                // Blocks until the test drops the sender (recv then fails).
+                let _ = release_rx.lock().unwrap().recv();
+            });
+            Ok(())
+        });
+    });
+    sitting_rx
+        .recv_timeout(common::LIMIT)
+        .expect("the holder never reached its on_commit hook");
+    (release_tx, holder)
+}
+
+/// PITFALLS 14: a committer sitting in its `on_commit` hook holds what it only read *shared*.
+/// Another committer that only reads the same variable (writers of different `TMap` keys both
+/// read the table) commits meanwhile, with or without hooks of its own.
+#[test]
+fn an_on_commit_hook_does_not_block_committers_that_only_read_the_same_variable() {
+    let (shared, a, b) = (TVar::new(7u64), TVar::new(0u64), TVar::new(0u64));
+    let (release, holder) = sit_in_on_commit(&shared, &a);
+    let (s, b2) = (shared.clone(), b.clone());
+    let other = common::spawn_reporting(move || {
+        // Without hooks, then with an on_commit hook of its own.
+        atomically(|tx| tx.modify(&b2, |n| n + s.load()));
+        atomically(|tx| {
+            let seen = tx.read(&s)?;
+            tx.write(&b2, seen * 2)?;
+            tx.on_commit(|| {});
+            Ok(())
+        });
+        // Plain reads and read-only transactions, of course.
+        atomically(|tx| tx.read(&s))
+    });
+    assert_eq!(
+        common::finish(&other, "a committer reading what a hook holder read"),
+        7
+    );
+    assert_eq!(b.load(), 14);
+    drop(release);
+    holder.join().unwrap();
+    assert_eq!(a.load(), 8);
+}
+
+/// The same through a `TMap`: two writers of different keys, one sitting in an `on_commit` hook.
+#[test]
+fn writers_of_different_map_keys_do_not_conflict_through_an_on_commit_hook() {
+    use mvstm::collections::TMap;
+    let map: TMap<String, u64> = TMap::new();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (sitting_tx, sitting_rx) = mpsc::channel::<()>();
+    let m = map.clone();
+    let holder = thread::spawn(move || {
+        let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
+        atomically(|tx| {
+            m.insert(tx, "a".to_string(), 1)?;
+            let (release_rx, sitting_tx) = (release_rx.clone(), sitting_tx.clone());
+            tx.on_commit(move || {
+                let _ = sitting_tx.send(());
+                let _ = release_rx.lock().unwrap().recv();
+            });
+            Ok(())
+        });
+    });
+    sitting_rx
+        .recv_timeout(common::LIMIT)
+        .expect("the holder never reached its on_commit hook");
+    let m = map.clone();
+    let other = common::spawn_reporting(move || {
+        atomically(|tx| {
+            m.insert(tx, "b".to_string(), 2)?;
+            tx.on_commit(|| {});
+            Ok(())
+        })
+    });
+    common::finish(
+        &other,
+        "a writer of key b while a writer of key a sits in on_commit",
+    );
+    drop(release_tx);
+    holder.join().unwrap();
+    assert_eq!(atomically(|tx| map.get(tx, &"a".to_string())), Some(1));
+    assert_eq!(atomically(|tx| map.get(tx, &"b".to_string())), Some(2));
+}
+
+/// A writer of a variable that a hook holder read waits until the holder has committed, and then
+/// serializes after it (it sees the holder's write).
+#[test]
+fn a_writer_of_a_held_variable_commits_after_the_holder() {
+    let (shared, a) = (TVar::new(1u64), TVar::new(0u64));
+    let (release, holder) = sit_in_on_commit(&shared, &a);
+    let (s, a2) = (shared.clone(), a.clone());
+    let writer = common::spawn_reporting(move || {
+        atomically(|tx| {
+            tx.write(&s, 100)?;
+            // Serialized after the holder: its write of `a` (seen + 1 = 2) is visible.
+            tx.read(&a2)
+        })
+    });
+    common::still_blocked(&writer, "a writer of a variable held by an on_commit hook");
+    drop(release);
+    holder.join().unwrap();
+    assert_eq!(common::finish(&writer, "the writer after the holder"), 2);
+    assert_eq!((shared.load(), a.load()), (100, 2));
+}

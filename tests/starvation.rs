@@ -10,7 +10,7 @@ mod common;
 use common::Rng;
 use mvstm::{atomically, TVar};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 #[test]
@@ -107,4 +107,54 @@ fn on_abort_hooks_run_without_the_priority_token() {
         "the hook's worker was held at the gate"
     );
     assert_eq!(y.load(), 1);
+}
+
+/// The priority token holds every other committer at the gate, so it must not be held while its
+/// holder runs `on_commit` hooks, which may block (a database call). A transaction made to
+/// conflict until it takes the token sits in its `on_commit` hook; a writer of unrelated
+/// variables commits meanwhile.
+#[test]
+fn the_priority_holder_does_not_hold_the_gate_through_its_on_commit_hooks() {
+    let (contended, own, unrelated) = (TVar::new(0u64), TVar::new(0u64), TVar::new(0u64));
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (sitting_tx, sitting_rx) = mpsc::channel::<u32>();
+    let (c, o) = (contended.clone(), own.clone());
+    let holder = thread::spawn(move || {
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        atomically(|tx| {
+            let seen = tx.read(&c)?;
+            // Eight forced conflicts (a commit to what the attempt read) give the call the
+            // priority token; from then on nothing may wait for another writer here.
+            if tx.attempt() <= 8 {
+                let c2 = c.clone();
+                thread::spawn(move || atomically(|tx| tx.modify(&c2, |n| n + 1)))
+                    .join()
+                    .unwrap();
+            } else {
+                let (release_rx, sitting_tx, attempt) =
+                    (release_rx.clone(), sitting_tx.clone(), tx.attempt());
+                tx.on_commit(move || {
+                    let _ = sitting_tx.send(attempt);
+                    let _ = release_rx.lock().unwrap().recv();
+                });
+            }
+            tx.write(&o, seen)
+        });
+    });
+    let attempt = sitting_rx
+        .recv_timeout(common::LIMIT)
+        .expect("the holder never reached its on_commit hook");
+    assert!(
+        attempt > 8,
+        "the holder's earlier attempts did not conflict"
+    );
+    let u = unrelated.clone();
+    let writer = common::spawn_reporting(move || atomically(|tx| tx.modify(&u, |n| n + 1)));
+    common::finish(
+        &writer,
+        "a writer while the priority holder sits in on_commit",
+    );
+    drop(release_tx);
+    holder.join().unwrap();
+    assert_eq!((unrelated.load(), own.load()), (1, 8));
 }

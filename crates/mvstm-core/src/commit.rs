@@ -11,13 +11,18 @@
 //!    still has the version it read (skipped when `wv == rv + 1`: nothing committed since the
 //!    snapshot). Stamp-then-validate is TL2's order: a writer that locks one of our reads after
 //!    our validation takes a larger stamp, so it serializes after us;
-//!    with `on_commit` hooks: also locks the variables it only read, validates, runs the hooks
-//!    (they may veto), then takes `wv`. Holding the read locks is what makes the validation
-//!    still true after arbitrary hook code, and taking the stamp only after the hooks keeps
-//!    hooks out of the window that other writers wait on (`clock.rs`);
+//!    with `on_commit` hooks: also *holds shared* the variables it only read (a count in the
+//!    header), validates, gives the priority token back, runs the hooks (they may veto), then
+//!    takes `wv`. A hold keeps writers of that variable out (they find it after their lock CAS
+//!    and wait or give up), so the validation stays true through arbitrary hook code; readers
+//!    and other validators do not see it at all, so two committers that only read a variable
+//!    (writers of different `TMap` keys, which both read the table) never conflict through it.
+//!    Taking the stamp only after the hooks keeps hooks out of the window that other writers
+//!    wait on (`clock.rs`);
 //! 4. publishes each new version as its variable's head, trims old versions (`reclaim.rs`);
 //! 5. advances `visible` to `wv` in stamp order;
-//! 6. unlocks (storing `wv` in each written lock word) and wakes retry waiters (`parking.rs`).
+//! 6. unlocks (storing `wv` in each written lock word), releases its shared holds and wakes
+//!    retry waiters (`parking.rs`).
 //!
 //! A validation failure after step 3 took a stamp still advances `visible` (publishing nothing),
 //! so later stamps are never held up.
@@ -28,7 +33,7 @@
 use crate::clock::CLOCK;
 use crate::contention;
 use crate::hooks::Veto;
-use crate::lock::{LockWord, VarLock};
+use crate::lock::LockWord;
 use crate::parking;
 use crate::reclaim;
 use crate::sync::spin_hint;
@@ -73,11 +78,11 @@ impl Txn {
 
     #[inline]
     fn commit_plain(&mut self) -> Result<(), CommitError> {
-        debug_assert!(self.read_locks.is_empty());
-        self.lock_merged()?;
+        debug_assert!(self.read_holds.is_empty());
+        self.lock_writes()?;
         let wv = CLOCK.reserve();
         self.check_waiters();
-        if wv != self.rv + 1 && !self.reads_valid() {
+        if wv != self.rv + 1 && !self.reads_valid(false) {
             self.unlock_unchanged();
             CLOCK.publish_in_order(wv);
             return Err(CommitError::Conflict);
@@ -87,22 +92,35 @@ impl Txn {
     }
 
     fn commit_with_hooks(&mut self) -> Result<(), CommitError> {
-        // The variables only read, in address order, locked in one merged order with the
-        // writes so that two committers never wait on each other in a cycle.
-        self.read_locks.clear();
+        self.lock_writes()?;
+        // The variables only read, held shared: a writer of one of them waits or gives up
+        // until we release it (after our stamp), so the validation below stays true through
+        // arbitrary hook code; other readers and validators still see the variable unchanged.
+        self.read_holds.clear();
         for r in &self.reads {
             if self.writes.find_sorted(r.header).is_none() {
-                self.read_locks.push((r.header, LockWord::unlocked(0)));
+                self.read_holds.push(r.header);
             }
         }
-        self.read_locks
+        self.read_holds.sort_unstable();
+        self.read_holds.dedup();
+        for &header in &self.read_holds {
             // SAFETY: logged headers are live while the attempt is pinned.
-            .sort_unstable_by_key(|l| unsafe { Header::order_key(l.0) });
-        self.read_locks.dedup_by_key(|l| l.0);
-        self.lock_merged()?;
-        if !self.reads_valid() {
+            unsafe { header.as_ref() }.hold_shared();
+        }
+        // The holds come before the validation's lock-word loads in the `SeqCst` order (what
+        // loom needs spelled out, see `sync.rs`); the writers' side is in `lock_one`.
+        crate::sync::seq_cst_point();
+        if !self.reads_valid(true) {
             self.unlock_unchanged();
             return Err(CommitError::Conflict);
+        }
+        // Hooks are user code that may block (a database call): never run them holding the
+        // priority token, which holds every other committer at the gate. Our reads are held and
+        // our writes locked, so the token has nothing left to protect.
+        if self.priority {
+            contention::give_back(self.owner);
+            self.priority = false;
         }
         if let Err(veto) = self.hooks.run_on_commit() {
             self.unlock_unchanged();
@@ -128,48 +146,38 @@ impl Txn {
         }
     }
 
-    /// Lock the write set and `read_locks` (empty without `on_commit` hooks) together, in one
-    /// address order, recording each prior word.
-    fn lock_merged(&mut self) -> Result<(), CommitError> {
+    /// Lock the write set in address order, recording each prior word.
+    fn lock_writes(&mut self) -> Result<(), CommitError> {
         let (owner, patient) = (self.owner, self.priority);
-        let (mut w, mut r) = (0, 0);
-        while w < self.writes.len() || r < self.read_locks.len() {
-            let take_write = r == self.read_locks.len()
-                || (w < self.writes.len()
-                    // SAFETY: logged headers are live while the attempt is pinned.
-                    && unsafe {
-                        Header::order_key(self.writes.entries()[w].header)
-                            < Header::order_key(self.read_locks[r].0)
-                    });
-            let header = if take_write {
-                self.writes.entries()[w].header
-            } else {
-                self.read_locks[r].0
-            };
-            // SAFETY: logged headers are live while the attempt is pinned.
-            let Some(before) = lock_one(unsafe { &header.as_ref().lock }, owner, patient) else {
+        for w in 0..self.writes.len() {
+            let header = self.writes.entries()[w].header();
+            let Some(before) = lock_one(header, owner, patient) else {
                 self.unlock_writes(w);
-                self.unlock_reads(r);
                 return Err(CommitError::Conflict);
             };
-            if take_write {
-                self.writes.entries_mut()[w].before = before;
-                w += 1;
-            } else {
-                self.read_locks[r].1 = before;
-                r += 1;
-            }
+            self.writes.entries_mut()[w].before = before;
         }
         Ok(())
     }
 
     /// Whether every read still names the newest version, given our own locks.
-    fn reads_valid(&self) -> bool {
+    ///
+    /// With `wait_locked` (our reads are held shared), a variable locked by another committer
+    /// is looked at again for a while before it counts as changed: that committer finds our
+    /// hold and gives up, unless it is publishing a change.
+    fn reads_valid(&self, wait_locked: bool) -> bool {
         let mine = LockWord::locked_by(self.owner);
         self.reads.iter().all(|r| {
             let expected = LockWord::unlocked(r.stamp);
             // SAFETY: logged headers are live while the attempt is pinned.
-            let word = unsafe { r.header.as_ref() }.lock.load();
+            let lock = &unsafe { r.header.as_ref() }.lock;
+            let mut word = lock.load();
+            let mut spins = 0;
+            while wait_locked && word.is_locked() && word != mine && spins < LOCK_SPINS {
+                spins += 1;
+                spin_hint();
+                word = lock.load();
+            }
             if word == expected {
                 return true;
             }
@@ -177,21 +185,10 @@ impl Txn {
                 return false;
             }
             // Locked by us: compare with the word it had when we locked it.
-            let before = match self.writes.find_sorted(r.header) {
-                Some(i) => self.writes.entries()[i].before,
-                None => {
-                    // SAFETY: logged headers are live while the attempt is pinned.
-                    let key = |h| unsafe { Header::order_key(h) };
-                    match self
-                        .read_locks
-                        .binary_search_by_key(&key(r.header), |l| key(l.0))
-                    {
-                        Ok(i) => self.read_locks[i].1,
-                        Err(_) => return false,
-                    }
-                }
-            };
-            before == expected
+            match self.writes.find_sorted(r.header) {
+                Some(i) => self.writes.entries()[i].before == expected,
+                None => false,
+            }
         })
     }
 
@@ -202,19 +199,19 @@ impl Txn {
         }
     }
 
-    /// Release the first `n` read locks.
-    fn unlock_reads(&mut self, n: usize) {
-        for &(header, before) in &self.read_locks[..n] {
+    /// Release the shared holds on the variables only read.
+    fn release_reads(&mut self) {
+        for &header in &self.read_holds {
             // SAFETY: logged headers are live while the attempt is pinned.
-            unsafe { header.as_ref() }.lock.unlock_unchanged(before);
+            unsafe { header.as_ref() }.release_shared();
         }
-        self.read_locks.clear();
+        self.read_holds.clear();
     }
 
-    /// Release every lock without changing any variable.
+    /// Release every lock and hold without changing any variable.
     fn unlock_unchanged(&mut self) {
         self.unlock_writes(self.writes.len());
-        self.unlock_reads(self.read_locks.len());
+        self.release_reads();
     }
 
     /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
@@ -238,8 +235,8 @@ impl Txn {
             }
         }
         self.writes.clear_published();
-        if !self.read_locks.is_empty() {
-            self.unlock_reads(self.read_locks.len());
+        if !self.read_holds.is_empty() {
+            self.release_reads();
         }
         // One stamp in `HORIZON_EVERY`, whoever commits it, moves the horizon: a per-thread
         // count would never fire for threads that commit rarely. Only a defer here (it runs no
@@ -258,8 +255,9 @@ impl Txn {
     }
 }
 
-/// Lock one variable for `owner`, spinning briefly while another committer holds it; returns the
-/// word it had, or `None` to give up with a conflict.
+/// Lock one variable for `owner`, spinning briefly while another committer holds it or a
+/// committer with `on_commit` hooks holds it shared; returns the word it had, or `None` to give
+/// up with a conflict.
 ///
 /// A `patient` caller holds the priority token and waits as long as it takes: the holder is a
 /// committer that passed the gate before the token was taken, it never waits at the gate while
@@ -267,23 +265,44 @@ impl Txn {
 /// instead would let one descheduled straggler cost the starving transaction a time slice of
 /// attempts.
 #[inline]
-fn lock_one(lock: &VarLock, owner: u64, patient: bool) -> Option<LockWord> {
+fn lock_one(header: &Header, owner: u64, patient: bool) -> Option<LockWord> {
+    let lock = &header.lock;
     let mut spins = 0;
-    loop {
-        let word = lock.load();
-        if !word.is_locked() {
-            if lock.try_lock_from_unlocked(word, owner) {
-                return Some(word);
-            }
-            continue;
-        }
+    let mut wait = || {
         if spins < LOCK_SPINS {
             spins += 1;
             spin_hint();
+            true
         } else if patient {
             crate::sync::yield_now();
+            true
         } else {
-            return None;
+            false
+        }
+    };
+    loop {
+        let word = lock.load();
+        if word.is_locked() {
+            if !wait() {
+                return None;
+            }
+            continue;
+        }
+        if !lock.try_lock_from_unlocked(word, owner) {
+            continue;
+        }
+        // The lock CAS comes before the holder-count load in the `SeqCst` order (loom needs it
+        // spelled out, see `sync.rs`): a committer that holds the variable shared either shows
+        // here, or finds it locked when it validates (`Header::hold_shared`).
+        crate::sync::seq_cst_point();
+        loop {
+            if !header.held_shared() {
+                return Some(word);
+            }
+            if !wait() {
+                lock.unlock_unchanged(word);
+                return None;
+            }
         }
     }
 }

@@ -72,6 +72,15 @@ fn wait_at_gate_slow(owner: u64) {
     }
 }
 
+/// Give the token back if `owner` still holds it: the commit does so before it runs `on_commit`
+/// hooks (user code that may block), and the call's own release comes later.
+#[inline]
+pub(crate) fn give_back(owner: u64) {
+    // Release: our commit's effects happen-before the next gate passer's. A CAS, not a store:
+    // once given back, the token may already belong to another thread.
+    let _ = PRIORITY.compare_exchange(owner, 0, Ordering::Release, Ordering::Relaxed);
+}
+
 /// Per-`atomically` contention state.
 pub(crate) struct Contention {
     owner: u64,
@@ -120,12 +129,12 @@ impl Contention {
         self.holds_priority
     }
 
-    /// Give the token back (before blocking, running outside hooks or returning).
+    /// Give the token back (before blocking, running outside hooks or returning), unless the
+    /// commit already did ([`give_back`]).
     #[inline]
     pub(crate) fn release(&mut self) {
         if self.holds_priority {
-            // Release: our commit's effects happen-before the next gate passer's.
-            PRIORITY.store(0, Ordering::Release);
+            give_back(self.owner);
             self.holds_priority = false;
         }
     }

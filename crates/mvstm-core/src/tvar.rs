@@ -54,6 +54,9 @@ pub(crate) struct Header {
     pub(crate) lock: VarLock,
     /// Number of retry waiters registered on this TVar (see `parking.rs`).
     pub(crate) waiters: AtomicU32,
+    /// Number of committers with `on_commit` hooks that hold this TVar shared: they read it,
+    /// validated the read and are running hooks; no writer may commit it meanwhile (`commit.rs`).
+    holders: AtomicU32,
     /// Writes since the last full trim of the chain; only the lock holder touches it.
     pub(crate) writes_since_trim: AtomicU32,
     refs: AtomicUsize,
@@ -64,6 +67,34 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// Hold the variable shared, before validating a read of it.
+    ///
+    /// `SeqCst`, with the `SeqCst` lock-word loads of the validation after it and, on the
+    /// writers' side, the `SeqCst` lock CAS before [`Header::held_shared`]: in the single order
+    /// of `SeqCst` accesses either the writer's load comes after our increment (it sees the hold
+    /// and waits or gives up), or its CAS comes before our validation's load (we see the variable
+    /// locked or changed). The Dekker shape of retry registration (`parking.rs`).
+    #[inline]
+    pub(crate) fn hold_shared(&self) {
+        self.holders.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Release a hold taken by [`Header::hold_shared`].
+    ///
+    /// Release: the holder's commit (published before this, under a smaller stamp than any a
+    /// waiting writer takes later) happens-before that writer's publish.
+    #[inline]
+    pub(crate) fn release_shared(&self) {
+        self.holders.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Whether a committer holds the variable shared; asked by a writer right after its lock
+    /// CAS (`SeqCst`: see [`Header::hold_shared`]).
+    #[inline]
+    pub(crate) fn held_shared(&self) -> bool {
+        self.holders.load(Ordering::SeqCst) != 0
+    }
+
     /// The key of the global lock order, and of the order in which a waiter registers: the
     /// header's address.
     ///
@@ -163,6 +194,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
             header: Header {
                 lock: VarLock::new(),
                 waiters: AtomicU32::new(0),
+                holders: AtomicU32::new(0),
                 writes_since_trim: AtomicU32::new(0),
                 refs: AtomicUsize::new(1),
                 ops: &Self::OPS,

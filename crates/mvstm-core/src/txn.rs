@@ -63,8 +63,8 @@ pub struct Txn {
     /// A `Vec` for the reason given on `WriteLog::entries`.
     pub(crate) reads: Vec<ReadEntry>,
     pub(crate) writes: WriteLog,
-    /// Variables only read that a commit with `on_commit` hooks locked, with their prior words.
-    pub(crate) read_locks: Vec<(NonNull<Header>, LockWord)>,
+    /// Variables only read that a commit with `on_commit` hooks holds shared (`commit.rs`).
+    pub(crate) read_holds: Vec<NonNull<Header>>,
     pub(crate) hooks: Hooks,
     pub(crate) wait: WaitSpec,
     /// Whether `wait` may hold something (a retry variant ran this attempt).
@@ -111,7 +111,7 @@ impl Txn {
             guard: None,
             reads: Vec::new(),
             writes: WriteLog::default(),
-            read_locks: Vec::new(),
+            read_holds: Vec::new(),
             hooks: Hooks::default(),
             wait: WaitSpec::default(),
             wait_used: false,
