@@ -167,6 +167,29 @@ const TWO_THREADS_64_VARS_HOOKS: Workload = Workload {
     ..Workload::BASE
 };
 
+/// Oversubscribed: 8 workers (and a companion) on a 2-core machine, with a busy thread beside
+/// them (`mvstm_oversubscribed_with_a_busy_thread`), so committers are descheduled mid-commit,
+/// waiters park and wake late, and real-time order is checked across preemptions.
+const EIGHT_THREADS_64_VARS_OVERSUBSCRIBED: Workload = Workload {
+    name: "8 threads and a busy thread on 2 cores, 64 vars (8 hot): retry, or_else, hooks, aborts",
+    threads: 8,
+    vars: 64,
+    commits_per_thread: 15_000,
+    read_only: 300,
+    reads: 6,
+    rmws: 3,
+    hot_share: 300,
+    hot: 8,
+    rewrites: 50,
+    or_else: 100,
+    retries: 10,
+    panics: 5,
+    aborts: 5,
+    hooks: 100,
+    seed: 17,
+    ..Workload::BASE
+};
+
 const WORKLOADS: [Workload; 6] = [
     TWO_THREADS_8_VARS,
     FOUR_THREADS_64_VARS,
@@ -218,6 +241,46 @@ fn mvstm_eight_threads_10000_vars() {
 #[test]
 fn mvstm_two_threads_64_vars_hooks() {
     check_mvstm(&TWO_THREADS_64_VARS_HOOKS);
+}
+
+/// A thread that spins until dropped, taking a core from the workers.
+struct BusyThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<u64>>,
+}
+
+impl BusyThread {
+    fn start() -> BusyThread {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut turns = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                turns = std::hint::black_box(turns.wrapping_add(1));
+            }
+            turns
+        });
+        BusyThread {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for BusyThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn mvstm_oversubscribed_with_a_busy_thread() {
+    let _serial = one_at_a_time();
+    let _busy = BusyThread::start();
+    check_mvstm_rounds(&EIGHT_THREADS_64_VARS_OVERSUBSCRIBED);
 }
 
 thread_local! {
@@ -362,6 +425,11 @@ fn transaction(
 /// Run `w` on mvstm for every round.
 fn check_mvstm(w: &Workload) {
     let _serial = one_at_a_time();
+    check_mvstm_rounds(w);
+}
+
+/// The rounds of [`check_mvstm`]; the caller holds [`one_at_a_time`].
+fn check_mvstm_rounds(w: &Workload) {
     silence_panics_of::<InjectedPanic>();
     for round in 0..rounds() {
         let reporting = match (round % 2, w.reporting) {

@@ -39,7 +39,7 @@ const SPINS_BEFORE_YIELD: u32 = 1;
 impl Clock {
     /// The newest fully published stamp: a consistent snapshot.
     ///
-    /// `Acquire` pairs with the `Release` store in [`Clock::publish_in_order`], so every version
+    /// `Acquire` pairs with the `Release` swap in [`Clock::publish_in_order`], so every version
     /// published under a stamp `<=` the result is visible to the caller's later head loads.
     #[inline]
     pub(crate) fn snapshot(&self) -> u64 {
@@ -52,19 +52,22 @@ impl Clock {
     /// (we take a stamp, then load a lock word; they store the lock word, then take a stamp), so
     /// either we see their lock or their stamp is larger than ours. On x86 a locked RMW costs
     /// the same whatever the ordering.
+    ///
+    /// The stamp must be made visible whatever happens next, or every later committer would
+    /// wait for it forever: the returned [`Stamp`] does it on drop if the commit unwinds.
     #[inline]
-    pub(crate) fn reserve(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::SeqCst) + 1
+    pub(crate) fn reserve(&self) -> Stamp {
+        Stamp(self.next.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     /// Make `stamp` visible once every smaller stamp is, keeping `visible` in stamp order.
     ///
     /// The caller has published all its versions (or decided to publish none). Between
     /// [`Clock::reserve`] and this call no user code runs, so the wait is short.
-    pub(crate) fn publish_in_order(&self, stamp: u64) {
+    fn publish_in_order(&self, stamp: u64) {
         let mut spins = 0u32;
-        // Acquire: the writes of the stamps before ours happen-before our Release store below,
-        // so a reader that sees our stamp sees theirs too.
+        // Acquire: the writes of the stamps before ours happen-before our swap below, so a
+        // reader that sees our stamp sees theirs too.
         while self.visible.load(Ordering::Acquire) != stamp - 1 {
             if spins < SPINS_BEFORE_YIELD {
                 spins += 1;
@@ -73,6 +76,62 @@ impl Clock {
                 crate::sync::yield_now();
             }
         }
-        self.visible.store(stamp, Ordering::Release);
+        // A swap, not a store: Release for the readers that load `visible` with Acquire (they
+        // see our versions), and a full barrier, so the stamp is visible to every core before
+        // `atomically` returns. With a plain store it may sit in this core's store buffer for a
+        // while, and a transaction that another thread starts after our return (by the clock,
+        // with no synchronisation between the two) could take an older snapshot: strict
+        // serializability by real time, not only by happens-before (docs/architecture.md).
+        self.visible.swap(stamp, Ordering::SeqCst);
+    }
+}
+
+/// A reserved commit stamp that has not been made visible yet.
+///
+/// Made visible by [`Stamp::make_visible`] once its versions are published (or none will be);
+/// if the commit unwinds before that, dropping it makes the stamp visible empty, so no later
+/// committer waits for it forever.
+#[must_use = "a reserved stamp must be made visible"]
+pub(crate) struct Stamp(u64);
+
+impl Stamp {
+    /// The stamp's number.
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0
+    }
+
+    /// Make the stamp visible in stamp order ([`Clock::publish_in_order`]).
+    #[inline]
+    pub(crate) fn make_visible(self) {
+        let stamp = self.0;
+        std::mem::forget(self);
+        CLOCK.publish_in_order(stamp);
+    }
+}
+
+impl Drop for Stamp {
+    #[cold]
+    fn drop(&mut self) {
+        CLOCK.publish_in_order(self.0);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_dropped_by_a_panic_is_still_made_visible() {
+        let unwound = std::panic::catch_unwind(|| {
+            let _stamp = CLOCK.reserve();
+            panic!("a commit unwound after taking its stamp");
+        });
+        assert!(unwound.is_err());
+        // The next stamp does not wait for the abandoned one: this returns.
+        let next = CLOCK.reserve();
+        let n = next.get();
+        next.make_visible();
+        assert!(CLOCK.snapshot() >= n);
     }
 }

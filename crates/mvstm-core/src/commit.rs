@@ -30,7 +30,7 @@
 //! No user code runs while locks are held except the `on_commit` hooks, each under
 //! `catch_unwind`; hooks left over after a veto are handed back and dropped after the unlock.
 
-use crate::clock::CLOCK;
+use crate::clock::{Stamp, CLOCK};
 use crate::contention;
 use crate::hooks::Veto;
 use crate::lock::LockWord;
@@ -82,9 +82,9 @@ impl Txn {
         self.lock_writes()?;
         let wv = CLOCK.reserve();
         self.check_waiters();
-        if wv != self.rv + 1 && !self.reads_valid(false) {
+        if wv.get() != self.rv + 1 && !self.reads_valid(false) {
             self.unlock_unchanged();
-            CLOCK.publish_in_order(wv);
+            wv.make_visible();
             return Err(CommitError::Conflict);
         }
         self.publish(wv);
@@ -217,7 +217,8 @@ impl Txn {
     /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
     #[inline]
     #[cfg_attr(loom, allow(clippy::modulo_one))] // `HORIZON_EVERY` is 1 under loom
-    fn publish(&mut self, wv: u64) {
+    fn publish(&mut self, stamp: Stamp) {
+        let wv = stamp.get();
         let guard = self.pinned();
         // From the first publish to the last unlock no user code runs (no clone, no drop, no
         // hook, no epoch collection), so nothing can unwind while published nodes are still in
@@ -227,7 +228,7 @@ impl Txn {
             // owned by the log, and we are pinned. Ownership moves to the TVar.
             unsafe { (e.header().ops.publish)(e.header, e.node, wv, guard) };
         }
-        CLOCK.publish_in_order(wv);
+        stamp.make_visible();
         for e in self.writes.entries() {
             e.header().lock.unlock_published(wv);
             if e.wake {

@@ -171,11 +171,14 @@ impl Txn {
                     .deref()
             };
             if head.stamp <= self.rv {
+                // Clone before logging: logging may re-pin (a long reader), after which `head`
+                // may be freed.
+                let value = head.value.clone();
                 self.log_read(ReadEntry {
                     header: var.header(),
                     stamp: head.stamp,
                 });
-                return Ok(head.value.clone());
+                return Ok(value);
             }
         }
         self.read_general(var)
@@ -241,11 +244,13 @@ impl Txn {
         } else {
             self.read_slow(var, head.stamp)?
         };
+        // Clone before logging, as in `read`.
+        let value = version.value.clone();
         self.log_read(ReadEntry {
             header,
             stamp: version.stamp,
         });
-        Ok(version.value.clone())
+        Ok(value)
     }
 
     /// The head is newer than the snapshot: extend the snapshot, or read the older version.
