@@ -629,11 +629,29 @@ impl<'a, S: Service> Settle<'a, S> {
     }
 
     /// Record `state` now, staying the claim's owner.
+    ///
+    /// The transaction is run again until it has committed: the call can also panic outside its
+    /// commit, when the epoch collector runs another value's panicking destructor as it pins or
+    /// flushes, and the claim must not be left unrecorded for that. Such a panic is held with the
+    /// subscribers' (`panics`) and re-raised once the outcome is delivered. Only the claim's
+    /// owner writes a claimed state, so a re-run cannot conflict forever.
     fn record(&self, state: State) {
-        atomically(|tx| {
-            self.inner
-                .transition(tx, state.clone(), Some(Rc::clone(&self.panics)))
-        });
+        let committed = Rc::new(std::cell::Cell::new(false));
+        while !committed.get() {
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                atomically(|tx| {
+                    self.inner
+                        .transition(tx, state.clone(), Some(Rc::clone(&self.panics)))?;
+                    // The last `on_commit` hook: after it, nothing can stop the commit.
+                    let committed = Rc::clone(&committed);
+                    tx.on_commit(move || committed.set(true));
+                    Ok(())
+                })
+            }));
+            if let Err(panic) = ran {
+                self.panics.borrow_mut().get_or_insert(panic);
+            }
+        }
     }
 }
 
