@@ -8,8 +8,11 @@
 //! so the holder's reads stay valid and it commits within a few attempts: only committers that
 //! passed the gate before the token was taken can still beat it, at most one commit each.
 //!
-//! The wait at the gate holds no lock, and the token is released before the holder blocks in a
-//! `retry`, runs hooks outside the transaction, or returns, so the gate cannot deadlock.
+//! The wait at the gate holds no lock, and the token is given back before the holder runs any
+//! user code that may block: its `on_commit` hooks (the commit gives it back once its writes are
+//! locked and its reads held, [`give_back`]), a blocking `retry`, hooks outside the transaction,
+//! or its return. So the gate cannot deadlock, and a hook that blocks (a database call) does not
+//! stall every other writer. The holder's body runs with the token: that is what it protects.
 //! Read-only transactions never pass the gate.
 
 use crate::sync::{spin_hint, thread_local, AtomicU64, Ordering};

@@ -5,10 +5,10 @@
 //! | hook | runs | locks held | a failure |
 //! |---|---|---|---|
 //! | `on_abort` | after every abandoned attempt, LIFO | none | a panic resumes after the rest ran |
-//! | `on_commit` | commit decided: writes locked, reads validated, not yet visible; FIFO | write set (and, while hooks run, the read set) | `Err`/panic vetoes the commit |
+//! | `on_commit` | commit decided: writes locked, reads validated, not yet visible; FIFO | write set, and the read set held shared | `Err`/panic vetoes the commit |
 //! | `after_commit` | values visible, locks released, waiters woken; FIFO | none | every hook runs; the first panic resumes afterwards |
 //!
-//! Hooks are boxed only when registered: a transaction without hooks touches three empty `Vec`s.
+//! Hooks are boxed only when registered: a transaction without hooks loads one flag.
 //! Registrations made inside an `or_else` branch that retried are truncated away with it.
 
 use crate::error::AbortCause;

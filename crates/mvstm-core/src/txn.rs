@@ -531,10 +531,12 @@ impl Txn {
         self.hooks.push_on_abort(Box::new(hook));
     }
 
-    /// Run `hook` once the commit is certain: write set locked, read set validated, new values
-    /// not yet visible. Hooks run FIFO; a panic vetoes the commit and resumes.
+    /// Run `hook` once the commit is certain: write set locked, read set validated and held
+    /// shared, new values not yet visible. Hooks run FIFO; a panic vetoes the commit and resumes.
     ///
-    /// The hook must be short and must not wait for another transaction: it holds locks.
+    /// The hook must be short and must not wait for another transaction: writers of what this
+    /// transaction read or wrote wait for it (readers, and committers that only read the same
+    /// variables, do not).
     ///
     /// ```
     /// use mvstm::{atomically, TVar};
@@ -677,7 +679,10 @@ impl Txn {
     }
 
     /// Like `retry`, but once this `atomically` call has spent `timeout` blocked in total,
-    /// return `Ok(())` and let the body go on (ScalaSTM's `retryFor`).
+    /// return `Ok(())` and let the body go on.
+    ///
+    /// ScalaSTM's `retryFor`, except that the duration is a total over the whole call (every
+    /// block of every attempt counts), not a budget per `retry_for` call site.
     ///
     /// ```
     /// use mvstm::{atomically, TVar};

@@ -14,6 +14,16 @@
 //! | `snapshot_read_vs_two_writers` | 3 | the same with two writers (bound capped at 1) |
 //! | `retry_registration_vs_committing_writer` | 2 | a `retry` waiter is always woken (loom reports a waiter parked for good as a deadlock) |
 //! | `reclamation_vs_reader_holding_an_old_snapshot` | 2 | a reader's two reads return one version while a writer overwrites and frees; no value is freed under a reader or dropped twice |
+//! | `retry_until_vs_writer_during_the_predicate` | 2 | a `retry_until` waiter whose predicate saw 1 while 2 was committed still wakes |
+//! | `retry_all_wakes_once_both_changed` | 2 | `retry_all` re-runs the body only once both variables changed |
+//! | `retry_on_wakes_on_a_variable_it_did_not_read` | 2 | `retry_on` of a variable not read waits from the snapshot and is woken |
+//! | `retry_for_wakes_on_a_change` | 2 | `retry_for` waits like `retry` and a commit wakes it |
+//! | `or_else_rolls_back_a_branch_and_waits_on_the_union` | 2 | a retried branch's write is invisible to the other branch; the wait covers both branches' reads |
+//! | `an_on_commit_hold_keeps_writers_out` | 2 | a held read does not change while `on_commit` runs |
+//! | `an_on_commit_hold_is_shared_with_other_readers` | 2 | a committer that only reads a held variable never conflicts |
+//! | `the_priority_token_is_taken_and_given_back` | 3 | the starving transaction takes the token, commits, and the other committer passes the gate (bound capped at 1) |
+//! | `a_swallowed_abort_never_commits` | 2 | a body that drops its abort signal does not commit |
+//! | `tbqueue_of_one_hands_over_two_items_in_order` | 2 | a `TBQueue` of capacity 1 hands two items over in order, blocking both sides |
 //!
 //! Each model prints how many executions loom explored, and how many of them reached the case
 //! the model is about (a conflict, a blocked waiter, trims under a snapshot), and fails if none
@@ -400,6 +410,375 @@ fn retry_registration_vs_committing_writer() {
             stats.reached(); // the waiter retried, blocked, and was woken
         }
     });
+}
+
+/// PITFALLS 13: a waiter in `retry_until(v >= 2)` whose predicate sees 1 while a writer commits
+/// 2 (between the predicate's snapshot and its return) still wakes: it waits for a change from
+/// what the predicate saw, not from what is current after it. A waiter parked for good is a
+/// loom deadlock.
+#[test]
+fn retry_until_vs_writer_during_the_predicate() {
+    let cases = Cases {
+        reached: "evaluated the predicate and found it false before the waiter woke",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "retry_until_vs_writer_during_the_predicate",
+        cases,
+        |stats| {
+            let v = TVar::new(0u64);
+            let falses = Arc::new(AtomicUsize::new(0));
+            let (waited, seen_false) = (v.clone(), falses.clone());
+            let waiter = spawn(move || {
+                atomically(|tx| {
+                    let now = tx.read(&waited)?;
+                    if now < 2 {
+                        let (w, seen_false) = (waited.clone(), seen_false.clone());
+                        return tx.retry_until(&[&waited], move |tx| {
+                            let holds = tx.read(&w)? >= 2;
+                            if !holds {
+                                seen_false.fetch_add(1, SeqCst);
+                            }
+                            Ok(holds)
+                        });
+                    }
+                    Ok(now)
+                })
+            });
+            atomically(|tx| tx.write(&v, 1));
+            atomically(|tx| tx.write(&v, 2));
+            assert_eq!(waiter.join().unwrap(), 2);
+            if falses.load(SeqCst) > 0 {
+                stats.reached();
+            }
+        },
+    );
+}
+
+/// `retry_all(&[a, b])` re-runs the body only once both changed from what the attempt saw: a
+/// waiter that saw both at 0 runs again only when it can see both at 1 (a wake by the first
+/// commit finds the group not yet satisfied and parks again).
+#[test]
+fn retry_all_wakes_once_both_changed() {
+    let cases = Cases {
+        reached: "blocked the waiter in retry_all before both commits",
+        also: None,
+        max_bound: None,
+    };
+    model("retry_all_wakes_once_both_changed", cases, |stats| {
+        let (a, b) = (TVar::new(0u64), TVar::new(0u64));
+        let (wa, wb) = (a.clone(), b.clone());
+        let waiter = spawn(move || {
+            atomically(|tx| {
+                let (x, y) = (tx.read(&wa)?, tx.read(&wb)?);
+                if x == 0 && y == 0 {
+                    return tx.retry_all(&[&wa, &wb]);
+                }
+                // Woken from retry_all: both changed. A first attempt may see one or both.
+                assert!(
+                    tx.attempt() == 1 || (x, y) == (1, 1),
+                    "retry_all woke on one change"
+                );
+                Ok(tx.attempt())
+            })
+        });
+        atomically(|tx| tx.write(&a, 1));
+        atomically(|tx| tx.write(&b, 1));
+        if waiter.join().unwrap() == 2 {
+            stats.reached();
+        }
+    });
+}
+
+/// `retry_on` a variable the attempt did not read waits from the attempt's snapshot of it, and a
+/// writer's commit wakes it.
+#[test]
+fn retry_on_wakes_on_a_variable_it_did_not_read() {
+    let cases = Cases {
+        reached: "blocked the waiter in retry_on before it was woken",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "retry_on_wakes_on_a_variable_it_did_not_read",
+        cases,
+        |stats| {
+            let (flag, seen) = (TVar::new(false), Arc::new(AtomicBool::new(false)));
+            let (waited, done) = (flag.clone(), seen.clone());
+            let waiter = spawn(move || {
+                atomically(|tx| {
+                    // Set only once the body has seen `flag` true through `load` (outside the
+                    // snapshot): the first attempts wait on it without reading it.
+                    if !waited.load() {
+                        return tx.retry_on(&[&waited]);
+                    }
+                    done.store(true, SeqCst);
+                    Ok(tx.attempt())
+                })
+            });
+            atomically(|tx| tx.write(&flag, true));
+            if waiter.join().unwrap() > 1 {
+                stats.reached();
+            }
+            assert!(seen.load(SeqCst));
+        },
+    );
+}
+
+/// `retry_for` waits like `retry` until its deadline (loom has no time, so the deadline never
+/// passes here): a writer's commit wakes it.
+#[test]
+fn retry_for_wakes_on_a_change() {
+    let cases = Cases {
+        reached: "blocked the waiter in retry_for before it was woken",
+        also: None,
+        max_bound: None,
+    };
+    model("retry_for_wakes_on_a_change", cases, |stats| {
+        let flag = TVar::new(false);
+        let waited = flag.clone();
+        let waiter = spawn(move || {
+            atomically(|tx| {
+                if !tx.read(&waited)? {
+                    tx.retry_for(std::time::Duration::from_secs(3_600))?;
+                    return Ok(0);
+                }
+                Ok(tx.attempt())
+            })
+        });
+        atomically(|tx| tx.write(&flag, true));
+        let attempts = waiter.join().unwrap();
+        assert_ne!(
+            attempts, 0,
+            "retry_for timed out under loom, where time never passes"
+        );
+        if attempts > 1 {
+            stats.reached();
+        }
+    });
+}
+
+/// `or_else`: the first branch writes a marker and retries; its write is rolled back (the second
+/// branch, which retries too, must not see it), and the transaction waits on the union of both
+/// branches' reads: the writer changes only what the *first* branch read, and the waiter must
+/// wake for it.
+#[test]
+fn or_else_rolls_back_a_branch_and_waits_on_the_union() {
+    let cases = Cases {
+        reached: "blocked the waiter on both branches before it was woken",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "or_else_rolls_back_a_branch_and_waits_on_the_union",
+        cases,
+        |stats| {
+            let (first, second, marker) = (TVar::new(0u64), TVar::new(0u64), TVar::new(0u64));
+            let (f, s2, m) = (first.clone(), second.clone(), marker.clone());
+            let waiter = spawn(move || {
+                atomically(|tx| {
+                    let taken = tx.or_else(
+                        |tx| {
+                            tx.write(&m, 7)?; // rolled back if this branch retries
+                            if tx.read(&f)? == 0 {
+                                return retry();
+                            }
+                            Ok(1)
+                        },
+                        |tx| {
+                            assert_eq!(tx.read(&m)?, 0, "a retried branch's write is visible");
+                            if tx.read(&s2)? == 0 {
+                                return retry();
+                            }
+                            Ok(2)
+                        },
+                    )?;
+                    Ok((taken, tx.attempt()))
+                })
+            });
+            atomically(|tx| tx.write(&first, 1));
+            let (taken, attempts) = waiter.join().unwrap();
+            assert_eq!((taken, marker.load()), (1, 7));
+            if attempts > 1 {
+                stats.reached();
+            }
+        },
+    );
+}
+
+/// A committer sitting in its `on_commit` hook holds what it only read: a writer of that
+/// variable cannot commit until the holder has (the hook sees the value it validated).
+#[test]
+fn an_on_commit_hold_keeps_writers_out() {
+    let cases = Cases {
+        reached: "made the writer or the holder run again",
+        also: None,
+        max_bound: None,
+    };
+    model("an_on_commit_hold_keeps_writers_out", cases, |stats| {
+        let (s, a) = (TVar::new(0u64), TVar::new(0u64));
+        let (s2, a2) = (s.clone(), a.clone());
+        let holder = spawn(move || {
+            atomically(|tx| {
+                let seen = tx.read(&s2)?;
+                tx.write(&a2, seen + 1)?;
+                let watched = s2.clone();
+                tx.on_commit(move || {
+                    assert_eq!(watched.load(), seen, "a held read changed under on_commit");
+                });
+                Ok(tx.attempt())
+            })
+        });
+        let writer = atomically(|tx| {
+            tx.write(&s, 10)?;
+            Ok(tx.attempt())
+        });
+        let held = holder.join().unwrap();
+        assert!(a.load() == 1 || a.load() == 11);
+        if held > 1 || writer > 1 {
+            stats.reached();
+        }
+    });
+}
+
+/// The hold is shared: a committer that only reads the variable the hook holder read (and writes
+/// something else) never conflicts with it, in any interleaving (PITFALLS 14).
+#[test]
+fn an_on_commit_hold_is_shared_with_other_readers() {
+    let cases = Cases {
+        reached: "committed both",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "an_on_commit_hold_is_shared_with_other_readers",
+        cases,
+        |stats| {
+            let (s, a, b) = (TVar::new(5u64), TVar::new(0u64), TVar::new(0u64));
+            let (s2, a2) = (s.clone(), a.clone());
+            let holder = spawn(move || {
+                atomically(|tx| {
+                    let seen = tx.read(&s2)?;
+                    tx.write(&a2, seen)?;
+                    tx.on_commit(|| {});
+                    Ok(tx.attempt())
+                })
+            });
+            let reader = atomically(|tx| {
+                let seen = tx.read(&s)?;
+                tx.write(&b, seen)?;
+                Ok(tx.attempt())
+            });
+            let held = holder.join().unwrap();
+            assert_eq!(
+                (held, reader),
+                (1, 1),
+                "a shared hold made a committer run again"
+            );
+            assert_eq!((a.load(), b.load()), (5, 5));
+            stats.reached();
+        },
+    );
+}
+
+/// The priority token (taken after 2 conflicts under loom): a transaction made to conflict
+/// twice (a thread it starts commits to what it read) takes it, commits, and gives it back, so
+/// the other committer is never held at the gate for good (a spin at the gate without end fails
+/// the model), and no update is lost.
+#[test]
+fn the_priority_token_is_taken_and_given_back() {
+    let cases = Cases {
+        reached: "ran the starving transaction 3 times (it took the token)",
+        also: None,
+        max_bound: Some(1),
+    };
+    model(
+        "the_priority_token_is_taken_and_given_back",
+        cases,
+        |stats| {
+            let (v, w) = (TVar::new(0u64), TVar::new(0u64));
+            let w2 = w.clone();
+            let other = spawn(move || atomically(|tx| tx.modify(&w2, |n| n + 1)));
+            let attempts = atomically(|tx| {
+                let seen = tx.read(&v)?;
+                if tx.attempt() <= 2 {
+                    let v3 = v.clone();
+                    spawn(move || atomically(|tx| tx.modify(&v3, |n| n + 1)))
+                        .join()
+                        .unwrap();
+                }
+                tx.write(&v, seen + 100)?;
+                Ok(tx.attempt())
+            });
+            other.join().unwrap();
+            assert_eq!((v.load(), w.load()), (102, 1));
+            if attempts == 3 {
+                stats.reached();
+            }
+        },
+    );
+}
+
+/// An abort is final: a body that drops the abort signal and returns `Ok` does not commit, while
+/// another thread commits to the same variable.
+#[test]
+fn a_swallowed_abort_never_commits() {
+    let cases = Cases {
+        reached: "returned the abort error",
+        also: None,
+        max_bound: None,
+    };
+    model("a_swallowed_abort_never_commits", cases, |stats| {
+        let v = TVar::new(0u64);
+        let v2 = v.clone();
+        let other = spawn(move || atomically(|tx| tx.modify(&v2, |n| n + 1)));
+        let r: Result<(), &str> = mvstm_core::try_atomically(|tx| {
+            tx.modify(&v, |n| n + 100)?;
+            let _ = tx.abort::<(), _>("no");
+            Ok(())
+        });
+        other.join().unwrap();
+        assert_eq!(r, Err("no"));
+        assert_eq!(v.load(), 1, "the aborted attempt's write was published");
+        stats.reached();
+    });
+}
+
+/// A collection kernel: a `TBQueue` of capacity 1 between a producer of two items and a
+/// consumer. The second push blocks until the first pop; the consumer gets both, in order.
+#[test]
+fn tbqueue_of_one_hands_over_two_items_in_order() {
+    let cases = Cases {
+        reached: "blocked the producer or the consumer in retry",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "tbqueue_of_one_hands_over_two_items_in_order",
+        cases,
+        |stats| {
+            let q = Arc::new(mvstm::collections::TBQueue::new(1));
+            let producer_q = q.clone();
+            let producer = spawn(move || {
+                let first = atomically(|tx| producer_q.push(tx, 1u64).map(|()| tx.attempt()));
+                let second = atomically(|tx| producer_q.push(tx, 2u64).map(|()| tx.attempt()));
+                first.max(second)
+            });
+            let mut got = Vec::new();
+            let mut consumer_attempts = 1;
+            for _ in 0..2 {
+                let (item, attempts) = atomically(|tx| Ok((q.pop(tx)?, tx.attempt())));
+                got.push(item);
+                consumer_attempts = consumer_attempts.max(attempts);
+            }
+            let producer_attempts = producer.join().unwrap();
+            assert_eq!(got, vec![1, 2]);
+            if producer_attempts > 1 || consumer_attempts > 1 {
+                stats.reached();
+            }
+        },
+    );
 }
 
 /// Commits of the reclamation model before the reader starts (the writer alone: one
