@@ -542,7 +542,8 @@ impl mvstm::lifecycle::Service for Flaky {
 
 /// Four threads move money whose values panic when cloned (in reads) or dropped (in discarded
 /// writes, and in the collector wherever it runs them: pins, the flush after a commit), while
-/// bodies and hooks panic too and a flaky service is started and stopped. Afterwards: every call
+/// bodies, `on_commit` and `after_commit` hooks panic too and a flaky service is started and
+/// stopped. Afterwards: every call
 /// that ran its `on_commit` hooks ran its `after_commit` hook exactly once, the money is whole,
 /// the commit counter matches, no lock is held, the lifecycle settled (never stuck starting or
 /// stopping), and the runtime still blocks and wakes.
@@ -590,8 +591,24 @@ fn panics_in_clones_and_destructors_leave_every_commit_whole() {
                             if rng.below(1000) < 5 {
                                 panic_any(Injected(Fault::Body));
                             }
+                            // Hook faults: an `on_commit` hook that panics vetoes, and the
+                            // marker after it never runs; an `after_commit` hook that panics
+                            // does not stop the marker after it. So a call ran its `on_commit`
+                            // marker exactly when it committed, and then its `after_commit` one.
+                            let veto = rng.below(1000) < 5;
+                            tx.on_commit(move || {
+                                if veto {
+                                    panic_any(Injected(Fault::OnCommit));
+                                }
+                            });
                             let (oc, ac) = (oc.clone(), ac.clone());
                             tx.on_commit(move || oc.set(oc.get() + 1));
+                            let late = rng.below(1000) < 5;
+                            tx.after_commit(move || {
+                                if late {
+                                    panic_any(Injected(Fault::AfterCommit));
+                                }
+                            });
                             tx.after_commit(move || ac.set(ac.get() + 1));
                             Ok(())
                         })
