@@ -42,7 +42,8 @@ mutate() {
         --exact "$model" --test-threads=1 2>&1)
     local status=$?
     local why
-    why=$(grep -m1 -oE "deadlock|maximum number of branches|panicked at [^ ]+|assertion[^\n]{0,80}|[a-z' ]*(visible|woke|conflict|published|commit)[a-z ]*" <<<"$log" | head -1)
+    # The message of the first panic: the line after "panicked at <place>:".
+    why=$(awk '/panicked at/ { getline; print; exit }' <<<"$log")
     if [[ $status -ne 0 ]]; then
         echo "CAUGHT  $name by $model in $((SECONDS - start)) s: ${why:-test failed}"
     else
