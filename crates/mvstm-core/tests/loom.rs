@@ -683,9 +683,10 @@ fn an_on_commit_hold_is_shared_with_other_readers() {
 }
 
 /// The priority token (taken after 2 conflicts under loom): a transaction made to conflict
-/// twice (a thread it starts commits to what it read) takes it, commits, and gives it back, so
-/// the other committer is never held at the gate for good (a spin at the gate without end fails
-/// the model), and no update is lost.
+/// twice (a thread it starts commits to what it read) takes it, and while it holds it starts
+/// another committer, which waits at the gate. The holder commits and gives the token back, so
+/// the other committer passes the gate (one spinning there without end fails the model), and no
+/// update is lost.
 #[test]
 fn the_priority_token_is_taken_and_given_back() {
     let cases = Cases {
@@ -698,8 +699,7 @@ fn the_priority_token_is_taken_and_given_back() {
         cases,
         |stats| {
             let (v, w) = (TVar::new(0u64), TVar::new(0u64));
-            let w2 = w.clone();
-            let other = spawn(move || atomically(|tx| tx.modify(&w2, |n| n + 1)));
+            let mut other = None;
             let attempts = atomically(|tx| {
                 let seen = tx.read(&v)?;
                 if tx.attempt() <= 2 {
@@ -707,11 +707,15 @@ fn the_priority_token_is_taken_and_given_back() {
                     spawn(move || atomically(|tx| tx.modify(&v3, |n| n + 1)))
                         .join()
                         .unwrap();
+                } else if other.is_none() {
+                    // Holding the token: this committer meets the gate closed.
+                    let w2 = w.clone();
+                    other = Some(spawn(move || atomically(|tx| tx.modify(&w2, |n| n + 1))));
                 }
                 tx.write(&v, seen + 100)?;
                 Ok(tx.attempt())
             });
-            other.join().unwrap();
+            other.take().expect("the third attempt ran").join().unwrap();
             assert_eq!((v.load(), w.load()), (102, 1));
             if attempts == 3 {
                 stats.reached();
