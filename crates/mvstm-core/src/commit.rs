@@ -102,7 +102,11 @@ impl Txn {
                 self.read_holds.push(r.header);
             }
         }
-        self.read_holds.sort_unstable();
+        // Deduplicated through the lock order's key (the address; under loom, a creation number
+        // that does not change from one execution of a model to the next).
+        self.read_holds
+            // SAFETY: logged headers are live while the attempt is pinned.
+            .sort_unstable_by_key(|&h| unsafe { Header::order_key(h) });
         self.read_holds.dedup();
         for &header in &self.read_holds {
             // SAFETY: logged headers are live while the attempt is pinned.

@@ -103,16 +103,22 @@ const FREES_QUEUED: u8 = 2;
 const DEFAULT_BAG_DIRTY: u8 = 4;
 
 /// Note that this thread's default epoch bag holds a TVar free; the next attempt flushes it.
+///
+/// A TVar may be dropped while this thread's thread-locals are being torn down (a value held in
+/// another thread-local, or freed by the collector then): nothing is noted then, and the epoch
+/// handle flushes its bag as it goes.
 #[inline]
 pub(crate) fn note_default_bag_dirty() {
-    IN_TXN.with(|f| f.set(f.get() | DEFAULT_BAG_DIRTY));
+    let _ = IN_TXN.try_with(|f| f.set(f.get() | DEFAULT_BAG_DIRTY));
 }
 
 /// Whether a transaction body or `on_commit` hook is running on this thread. If so, the thread
 /// is pinned by that attempt, and the attempt will run the frees queued by `queue_free`.
+///
+/// False while the thread's thread-locals are being torn down: no transaction runs then.
 #[inline]
 pub(crate) fn in_transaction() -> bool {
-    IN_TXN.with(|f| f.get() & IN_BODY != 0)
+    IN_TXN.try_with(|f| f.get() & IN_BODY != 0).unwrap_or(false)
 }
 
 /// A TVar free to be deferred once the attempt is over.
@@ -410,7 +416,7 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                 // The logged headers are not protected by the re-pinned guard: run the body
                 // again with one pin, and let that attempt wait. The body did retry, and its
                 // hooks are told so.
-                drop(tx.give_up_repinned());
+                tx.give_up_repinned();
                 tx.abandon(AbortCause::Retry, flags);
             }
             Abandon::Retry(kind) => {

@@ -171,8 +171,9 @@ impl Txn {
                     .deref()
             };
             if head.stamp <= self.rv {
-                // Clone before logging: logging may re-pin (a long reader), after which `head`
-                // may be freed.
+                // Clone before logging: logging may re-pin (a long reader). The version would
+                // survive the re-pin (it is the newest under the snapshot the reader announces
+                // first, `reclaim.rs`), but nothing here should have to rely on that.
                 let value = head.value.clone();
                 self.log_read(ReadEntry {
                     header: var.header(),
