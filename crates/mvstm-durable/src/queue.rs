@@ -1,0 +1,710 @@
+//! The durable command queue: EDC's `CommandQueue` across processes.
+//!
+//! # Tables
+//!
+//! A command is a row of `mvstm_commands`: its queue, its JSON payload, a state (`ready`,
+//! `running`, `done`, `dead`), its attempt count, when it is next due, and, while it runs, the
+//! worker that claimed it and until when (its lease). `mvstm_queue_leases` holds one row per
+//! queue naming the worker that may run that queue's handlers now, and until when;
+//! `mvstm_outcomes` logs the outcome of every attempt.
+//!
+//! # One handler at a time per queue, across processes
+//!
+//! [`Queue::process_due`] first takes the queue's lease: one conditional `UPDATE` that succeeds
+//! only if the lease is free, expired or already this worker's. A worker that does not get it
+//! returns 0 at once: someone else is processing the queue. Before each command the lease is
+//! renewed in the same transaction that claims the command; if it was lost (this worker stalled
+//! past it), processing stops.
+//!
+//! # Claiming, leases and redelivery
+//!
+//! A claim moves the oldest due command to `running` with this worker's name and a lease, and
+//! counts the attempt, in one statement: on PostgreSQL
+//! `UPDATE ... WHERE id = (SELECT id ... ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING`,
+//! on SQLite the same `UPDATE ... RETURNING` without the row lock (SQLite's one writer already
+//! excludes every other claimer). A `running` command whose lease has passed counts as due: its
+//! worker died or stalled, and the command runs again elsewhere. That is why the handler gets
+//! the command's id ([`Delivery`]): an effect outside the database may have happened already,
+//! and the id makes it idempotent. A command whose worker died on its last allowed attempt is
+//! dead-lettered instead of run again, so a command that kills its worker cannot loop forever.
+//!
+//! The handler runs outside any database transaction. Its result is recorded by one more
+//! transaction that changes the command only if this worker still holds it
+//! (`WHERE id = $1 AND worker = $2 AND state = 'running'`): a worker that comes back after its
+//! lease was taken over records `lease_lost` and changes nothing.
+//!
+//! # Retries
+//!
+//! A failed attempt (the handler returned `Err` or panicked) puts the command back as `ready`,
+//! due after a backoff of `backoff * 2^(attempt - 1)` (at most [`MAX_BACKOFF`]), with the error
+//! kept as `last_error`; after `max_attempts` failed attempts it is `dead`, listed by
+//! [`Queue::dead_letters`]. Commands are claimed in id order, so one producer's commands run in
+//! the order it enqueued them; a command waiting out its backoff does not hold back those
+//! behind it (as the in-memory `CommandQueue` moves a failed command to the back).
+
+use crate::db::{Backend, Begin, Db, Value};
+use crate::error::{Error, Result};
+use crate::records::encode;
+use crate::store::Store;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The longest pause between two attempts of one command.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A queue's lease, and a command's, unless [`Queue::with_lease`] says otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The pause after a command's first failed attempt, unless [`Queue::with_backoff`] says
+/// otherwise; it doubles with each further attempt.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// A handle on one durable command queue, commands of type `T` as JSON. From [`Store::queue`].
+///
+/// ```
+/// use mvstm::durable::Store;
+/// let store = Store::open("sqlite://target/doc-queue.db")?;
+/// let q = store.queue::<String>("doc-greetings", 3)?;
+/// q.enqueue(&"world".to_string())?;
+/// let mut seen = Vec::new();
+/// q.process_due(|name: String| -> Result<(), String> {
+///     seen.push(name);
+///     Ok(())
+/// })?;
+/// assert!(seen.contains(&"world".to_string()));
+/// # Ok::<(), mvstm::durable::Error>(())
+/// ```
+pub struct Queue<T> {
+    store: Store,
+    name: String,
+    max_attempts: u32,
+    lease: Duration,
+    backoff: Duration,
+    worker: String,
+    _commands: PhantomData<fn(T) -> T>,
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .field("lease", &self.lease)
+            .field("worker", &self.worker)
+            .finish()
+    }
+}
+
+/// Which command a handler is running, and which attempt this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The command's id, unique in the database: the key to make outside effects idempotent.
+    pub id: u64,
+    /// The attempt, from 1. An attempt after a worker died counts too.
+    pub attempt: u32,
+}
+
+/// A command that exhausted its attempts (or could not be decoded), with its last error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter<T> {
+    /// The command's id.
+    pub id: u64,
+    /// The command, or `None` if its payload cannot be decoded as `T` (see `payload`).
+    pub command: Option<T>,
+    /// The stored JSON, as it is.
+    pub payload: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub error: String,
+}
+
+/// One entry of a queue's outcome log: what one attempt of one command came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The command's id.
+    pub command_id: u64,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: String,
+    /// What came of it.
+    pub kind: OutcomeKind,
+    /// The handler's error, for failures.
+    pub error: Option<String>,
+}
+
+/// What came of one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutcomeKind {
+    /// The handler succeeded; the command is done.
+    Done,
+    /// The handler failed; the command will be tried again.
+    Failed,
+    /// The command is dead-lettered (attempts exhausted, corrupt payload, or its worker died on
+    /// the last attempt).
+    DeadLettered,
+    /// The handler finished after its lease had been taken over; nothing was recorded for the
+    /// command (another worker owns it now).
+    LeaseLost,
+}
+
+impl OutcomeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Done => "done",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::DeadLettered => "dead",
+            OutcomeKind::LeaseLost => "lease_lost",
+        }
+    }
+
+    fn parse(s: &str) -> OutcomeKind {
+        match s {
+            "done" => OutcomeKind::Done,
+            "failed" => OutcomeKind::Failed,
+            "dead" => OutcomeKind::DeadLettered,
+            _ => OutcomeKind::LeaseLost,
+        }
+    }
+}
+
+enum Claim {
+    /// The queue's lease was lost, or nothing is due.
+    Stop,
+    Got {
+        id: i64,
+        payload: String,
+        attempt: u32,
+    },
+}
+
+static WORKERS: AtomicU64 = AtomicU64::new(0);
+
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    // Relaxed: a counter whose only job is to make names unique within the process.
+    let n = WORKERS.fetch_add(1, Ordering::Relaxed);
+    format!("{host}/{}/{n}", std::process::id())
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    pub(crate) fn new(store: Store, name: String, max_attempts: u32) -> Queue<T> {
+        Queue {
+            store,
+            name,
+            max_attempts,
+            lease: DEFAULT_LEASE,
+            backoff: DEFAULT_BACKOFF,
+            worker: worker_name(),
+            _commands: PhantomData,
+        }
+    }
+
+    /// The queue's name.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// assert_eq!(store.queue::<u8>("jobs", 1)?.name(), "jobs");
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This handle's worker name, as recorded in leases and the outcome log
+    /// (`host/pid/n` unless [`Queue::with_worker`] set one).
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("jobs", 1)?.with_worker("w1")?;
+    /// assert_eq!(q.worker(), "w1");
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// Use `lease` for the queue's lease and each claimed command's: a worker that dies is
+    /// replaced after it. It must exceed the longest handler run, or a slow handler's command
+    /// runs again elsewhere while it is still running.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("jobs", 1)?.with_lease(std::time::Duration::from_secs(5));
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Wait `backoff` after a command's first failed attempt, doubling each time after.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("jobs", 3)?.with_backoff(std::time::Duration::from_millis(10));
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn with_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Name this handle's worker (unique among the processes sharing the queue).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] for an empty name or one with a NUL character.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// assert!(store.queue::<u8>("jobs", 1)?.with_worker("").is_err());
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn with_worker(mut self, worker: &str) -> Result<Self> {
+        crate::store::check_name("worker name", worker)?;
+        self.worker = worker.to_string();
+        Ok(self)
+    }
+
+    /// Add `command` to the queue; it is durable (committed) once this returns. Returns the
+    /// command's id.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("doc-enqueue", 1)?;
+    /// let a = q.enqueue(&1)?;
+    /// let b = q.enqueue(&2)?;
+    /// assert!(b > a);
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn enqueue(&self, command: &T) -> Result<u64> {
+        let json = encode(command)?;
+        self.store
+            .run(Begin::Write, |db| self.insert_command(db, &json))
+    }
+
+    /// Add `command` inside the caller's own database transaction (the outbox pattern): it
+    /// commits, or rolls back, with the caller's other changes.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<String>("doc-outbox", 1)?;
+    /// store.transaction(|db| db.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT)"))?;
+    /// store.transaction(|db| {
+    ///     db.execute("INSERT INTO orders (id) VALUES ('o-1')")?;
+    ///     q.enqueue_in(db, &"ship o-1".to_string())
+    /// })?;
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn enqueue_in(&self, db: &mut Db<'_>, command: &T) -> Result<u64> {
+        let json = encode(command)?;
+        self.insert_command(db, &json)
+    }
+
+    fn insert_command(&self, db: &mut Db<'_>, json: &str) -> Result<u64> {
+        let now = db.now_ms()?;
+        let id = db.query_i64(
+            "INSERT INTO mvstm_commands (queue, payload, state, attempts, due_ms, enqueued_ms) \
+             VALUES ($1, $2, 'ready', 0, $3, $3) RETURNING id",
+            &[self.name.as_str().into(), json.into(), now.into()],
+        )?;
+        id.map(|id| id as u64)
+            .ok_or_else(|| Error::database("INSERT ... RETURNING id returned no row"))
+    }
+
+    /// Run the handler on every command that is due now, one at a time, and return how many
+    /// attempts it ran. Returns 0 at once if another worker is processing this queue.
+    ///
+    /// A handler's `Err` (or panic) is a failed attempt: the command is retried after its
+    /// backoff, or dead-lettered after `max_attempts`.
+    ///
+    /// # Errors
+    ///
+    /// A database error; [`Error::CorruptPayload`] if a command cannot be decoded as `T` (it
+    /// is dead-lettered first, so the next call goes on with the others).
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u64>("doc-process", 3)?;
+    /// q.enqueue(&42)?;
+    /// let done = q.process_due(|cmd: u64| -> Result<(), String> { Ok(()) })?;
+    /// assert!(done >= 1);
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn process_due<E: fmt::Display>(
+        &self,
+        mut handler: impl FnMut(T) -> std::result::Result<(), E>,
+    ) -> Result<usize> {
+        self.process_due_with(|_, command| handler(command))
+    }
+
+    /// Like [`Queue::process_due`], but the handler also gets the command's id and attempt
+    /// number, to make effects outside the database idempotent.
+    ///
+    /// ```
+    /// use mvstm::durable::Delivery;
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u64>("doc-process-with", 3)?;
+    /// let id = q.enqueue(&7)?;
+    /// let mut seen = Vec::new();
+    /// q.process_due_with(|d: Delivery, cmd: u64| -> Result<(), String> {
+    ///     seen.push((d.id, d.attempt, cmd));
+    ///     Ok(())
+    /// })?;
+    /// assert!(seen.contains(&(id, 1, 7)));
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn process_due_with<E: fmt::Display>(
+        &self,
+        mut handler: impl FnMut(Delivery, T) -> std::result::Result<(), E>,
+    ) -> Result<usize> {
+        if !self.take_queue_lease()? {
+            return Ok(0);
+        }
+        let result = self.process_while_leased(&mut handler);
+        let released = self.release_queue_lease();
+        let handled = result?;
+        released?;
+        Ok(handled)
+    }
+
+    fn process_while_leased<E: fmt::Display>(
+        &self,
+        handler: &mut impl FnMut(Delivery, T) -> std::result::Result<(), E>,
+    ) -> Result<usize> {
+        let mut handled = 0;
+        loop {
+            let (id, payload, attempt) = match self.store.run(Begin::Write, |db| self.claim(db))? {
+                Claim::Stop => return Ok(handled),
+                Claim::Got {
+                    id,
+                    payload,
+                    attempt,
+                } => (id, payload, attempt),
+            };
+            let command: T = match serde_json::from_str(&payload) {
+                Ok(command) => command,
+                Err(e) => {
+                    let reason = format!("corrupt payload: {e}");
+                    self.finish(id, attempt, Err(reason.clone()), true)?;
+                    return Err(Error::CorruptPayload {
+                        what: "command",
+                        id: format!("{} #{id}", self.name),
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            let delivery = Delivery {
+                id: id as u64,
+                attempt,
+            };
+            let result = match catch_unwind(AssertUnwindSafe(|| handler(delivery, command))) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
+            };
+            handled += 1;
+            self.finish(id, attempt, result, false)?;
+        }
+    }
+
+    fn take_queue_lease(&self) -> Result<bool> {
+        self.store.run(Begin::Write, |db| {
+            let now = db.now_ms()?;
+            db.execute_params(
+                "INSERT INTO mvstm_queue_leases (queue, worker, until_ms) VALUES ($1, NULL, 0) \
+                 ON CONFLICT (queue) DO NOTHING",
+                &[self.name.as_str().into()],
+            )?;
+            let n = db.execute_params(
+                "UPDATE mvstm_queue_leases SET worker = $2, until_ms = $3 \
+                 WHERE queue = $1 AND (worker IS NULL OR worker = $2 OR until_ms <= $4)",
+                &[
+                    self.name.as_str().into(),
+                    self.worker.as_str().into(),
+                    (now + ms(self.lease)).into(),
+                    now.into(),
+                ],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release_queue_lease(&self) -> Result<()> {
+        self.store.run(Begin::Write, |db| {
+            db.execute_params(
+                "UPDATE mvstm_queue_leases SET worker = NULL, until_ms = 0 \
+                 WHERE queue = $1 AND worker = $2",
+                &[self.name.as_str().into(), self.worker.as_str().into()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// One transaction: renew the queue's lease, dead-letter commands whose worker died on
+    /// their last attempt, claim the oldest due command.
+    fn claim(&self, db: &mut Db<'_>) -> Result<Claim> {
+        let now = db.now_ms()?;
+        let until = now + ms(self.lease);
+        let queue: Value = self.name.as_str().into();
+        let worker: Value = self.worker.as_str().into();
+        let renewed = db.execute_params(
+            "UPDATE mvstm_queue_leases SET until_ms = $3 WHERE queue = $1 AND worker = $2",
+            &[queue.clone(), worker.clone(), until.into()],
+        )?;
+        if renewed == 0 {
+            return Ok(Claim::Stop);
+        }
+        let abandoned = db.query(
+            "UPDATE mvstm_commands SET state = 'dead', worker = NULL, lease_until_ms = NULL, \
+             last_error = $3 \
+             WHERE queue = $1 AND state = 'running' AND lease_until_ms <= $2 AND attempts >= $4 \
+             RETURNING id, attempts",
+            &[
+                queue.clone(),
+                now.into(),
+                "the worker's lease ran out during the last attempt".into(),
+                i64::from(self.max_attempts).into(),
+            ],
+        )?;
+        for row in abandoned {
+            let (id, attempts) = (row[0].as_i64().unwrap_or(0), row[1].as_i64().unwrap_or(0));
+            self.log(
+                db,
+                id,
+                attempts as u32,
+                OutcomeKind::DeadLettered,
+                Some("the worker's lease ran out during the last attempt"),
+                now,
+            )?;
+        }
+        let sql = match db.backend() {
+            Backend::Postgres => {
+                "UPDATE mvstm_commands SET state = 'running', attempts = attempts + 1, \
+                 worker = $2, lease_until_ms = $3 \
+                 WHERE id = (SELECT id FROM mvstm_commands WHERE queue = $1 \
+                   AND ((state = 'ready' AND due_ms <= $4) OR (state = 'running' AND lease_until_ms <= $4)) \
+                   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, payload, attempts"
+            }
+            Backend::Sqlite => {
+                "UPDATE mvstm_commands SET state = 'running', attempts = attempts + 1, \
+                 worker = $2, lease_until_ms = $3 \
+                 WHERE id = (SELECT id FROM mvstm_commands WHERE queue = $1 \
+                   AND ((state = 'ready' AND due_ms <= $4) OR (state = 'running' AND lease_until_ms <= $4)) \
+                   ORDER BY id LIMIT 1) \
+                 RETURNING id, payload, attempts"
+            }
+        };
+        let rows = db.query(sql, &[queue, worker, until.into(), now.into()])?;
+        Ok(match rows.into_iter().next() {
+            None => Claim::Stop,
+            Some(row) => Claim::Got {
+                id: row[0].as_i64().unwrap_or(0),
+                payload: row[1].as_str().unwrap_or("").to_string(),
+                attempt: row[2].as_i64().unwrap_or(0) as u32,
+            },
+        })
+    }
+
+    /// Record an attempt's result, if this worker still holds the command.
+    fn finish(
+        &self,
+        id: i64,
+        attempt: u32,
+        result: std::result::Result<(), String>,
+        dead_now: bool,
+    ) -> Result<()> {
+        self.store.run(Begin::Write, |db| {
+            let now = db.now_ms()?;
+            let held: [Value; 2] = [id.into(), self.worker.as_str().into()];
+            let (kind, changed) = match &result {
+                Ok(()) => (
+                    OutcomeKind::Done,
+                    db.execute_params(
+                        "UPDATE mvstm_commands SET state = 'done', worker = NULL, \
+                         lease_until_ms = NULL \
+                         WHERE id = $1 AND worker = $2 AND state = 'running'",
+                        &held,
+                    )?,
+                ),
+                Err(error) if dead_now || attempt >= self.max_attempts => (
+                    OutcomeKind::DeadLettered,
+                    db.execute_params(
+                        "UPDATE mvstm_commands SET state = 'dead', worker = NULL, \
+                         lease_until_ms = NULL, last_error = $3 \
+                         WHERE id = $1 AND worker = $2 AND state = 'running'",
+                        &[held[0].clone(), held[1].clone(), error.as_str().into()],
+                    )?,
+                ),
+                Err(error) => (
+                    OutcomeKind::Failed,
+                    db.execute_params(
+                        "UPDATE mvstm_commands SET state = 'ready', worker = NULL, \
+                         lease_until_ms = NULL, last_error = $3, due_ms = $4 \
+                         WHERE id = $1 AND worker = $2 AND state = 'running'",
+                        &[
+                            held[0].clone(),
+                            held[1].clone(),
+                            error.as_str().into(),
+                            (now + ms(self.backoff_after(attempt))).into(),
+                        ],
+                    )?,
+                ),
+            };
+            let kind = if changed == 1 {
+                kind
+            } else {
+                OutcomeKind::LeaseLost
+            };
+            self.log(
+                db,
+                id,
+                attempt,
+                kind,
+                result.as_ref().err().map(String::as_str),
+                now,
+            )
+        })
+    }
+
+    fn log(
+        &self,
+        db: &mut Db<'_>,
+        id: i64,
+        attempt: u32,
+        kind: OutcomeKind,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        db.execute_params(
+            "INSERT INTO mvstm_outcomes (queue, command_id, attempt, worker, outcome, error, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                self.name.as_str().into(),
+                id.into(),
+                i64::from(attempt).into(),
+                self.worker.as_str().into(),
+                kind.as_str().into(),
+                error.into(),
+                now.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn backoff_after(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(20);
+        self.backoff.saturating_mul(factor).min(MAX_BACKOFF)
+    }
+
+    /// The dead-lettered commands, oldest first, each with its last error.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("doc-dead", 1)?;
+    /// q.enqueue(&0)?;
+    /// q.process_due(|_: u8| Err("no"))?;
+    /// let dead = q.dead_letters()?;
+    /// assert_eq!(dead.last().map(|d| d.error.as_str()), Some("no"));
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter<T>>> {
+        let rows = self.store.run(Begin::Read, |db| {
+            db.query(
+                "SELECT id, payload, attempts, last_error FROM mvstm_commands \
+                 WHERE queue = $1 AND state = 'dead' ORDER BY id",
+                &[self.name.as_str().into()],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let payload = row[1].as_str().unwrap_or("").to_string();
+                DeadLetter {
+                    id: row[0].as_i64().unwrap_or(0) as u64,
+                    command: serde_json::from_str(&payload).ok(),
+                    payload,
+                    attempts: row[2].as_i64().unwrap_or(0) as u32,
+                    error: row[3].as_str().unwrap_or("").to_string(),
+                }
+            })
+            .collect())
+    }
+
+    /// The outcome log: every attempt's outcome, oldest first.
+    ///
+    /// ```
+    /// use mvstm::durable::OutcomeKind;
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("doc-outcomes", 1)?;
+    /// let id = q.enqueue(&1)?;
+    /// q.process_due(|_: u8| Ok::<(), String>(()))?;
+    /// assert!(q.outcomes()?.iter().any(|o| o.command_id == id && o.kind == OutcomeKind::Done));
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn outcomes(&self) -> Result<Vec<Outcome>> {
+        let rows = self.store.run(Begin::Read, |db| {
+            db.query(
+                "SELECT command_id, attempt, worker, outcome, error FROM mvstm_outcomes \
+                 WHERE queue = $1 ORDER BY id",
+                &[self.name.as_str().into()],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Outcome {
+                command_id: row[0].as_i64().unwrap_or(0) as u64,
+                attempt: row[1].as_i64().unwrap_or(0) as u32,
+                worker: row[2].as_str().unwrap_or("").to_string(),
+                kind: OutcomeKind::parse(row[3].as_str().unwrap_or("")),
+                error: row[4].as_str().map(str::to_string),
+            })
+            .collect())
+    }
+
+    /// How many commands are waiting or running (not done, not dead).
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("doc-pending", 1)?;
+    /// q.process_due(|_: u8| Ok::<(), String>(()))?;
+    /// assert_eq!(q.pending()?, 0);
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn pending(&self) -> Result<usize> {
+        let n = self.store.run(Begin::Read, |db| {
+            db.query_i64(
+                "SELECT COUNT(*) FROM mvstm_commands \
+                 WHERE queue = $1 AND state IN ('ready', 'running')",
+                &[self.name.as_str().into()],
+            )
+        })?;
+        Ok(n.unwrap_or(0) as usize)
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".into()
+    }
+}
