@@ -85,6 +85,7 @@ pub struct Queue<T> {
     max_attempts: u32,
     lease: Duration,
     backoff: Duration,
+    batch: usize,
     worker: String,
     _commands: PhantomData<fn(T) -> T>,
 }
@@ -205,6 +206,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             max_attempts,
             lease: DEFAULT_LEASE,
             backoff: DEFAULT_BACKOFF,
+            batch: usize::MAX,
             worker: worker_name(),
             _commands: PhantomData,
         }
@@ -257,6 +259,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ```
     pub fn with_backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Handle at most `batch` commands per [`Queue::process_due`] call (default: every due
+    /// command), then give the queue's lease back so other workers get their turn.
+    ///
+    /// ```
+    /// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+    /// let q = store.queue::<u8>("doc-batch", 1)?.with_batch_limit(1);
+    /// q.enqueue(&1)?;
+    /// q.enqueue(&2)?;
+    /// assert_eq!(q.process_due(|_: u8| Ok::<(), String>(()))?, 1);
+    /// # q.process_due(|_: u8| Ok::<(), String>(()))?;
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn with_batch_limit(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
         self
     }
 
@@ -323,8 +342,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .ok_or_else(|| Error::database("INSERT ... RETURNING id returned no row"))
     }
 
-    /// Run the handler on every command that is due now, one at a time, and return how many
-    /// attempts it ran. Returns 0 at once if another worker is processing this queue.
+    /// Run the handler on every command that is due now (at most the batch limit), one at a
+    /// time, and return how many attempts it ran. Returns 0 at once if another worker is
+    /// processing this queue.
     ///
     /// A handler's `Err` (or panic) is a failed attempt: the command is retried after its
     /// backoff, or dead-lettered after `max_attempts`.
@@ -384,7 +404,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         handler: &mut impl FnMut(Delivery, T) -> std::result::Result<(), E>,
     ) -> Result<usize> {
         let mut handled = 0;
-        loop {
+        while handled < self.batch {
             let (id, payload, attempt) = match self.store.run(Begin::Write, |db| self.claim(db))? {
                 Claim::Stop => return Ok(handled),
                 Claim::Got {
@@ -417,6 +437,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             handled += 1;
             self.finish(id, attempt, result, false)?;
         }
+        Ok(handled)
     }
 
     fn take_queue_lease(&self) -> Result<bool> {
