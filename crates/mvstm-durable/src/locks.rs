@@ -37,6 +37,16 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 /// Whether [`Locks::lock`] waits for resources held by others.
+///
+/// ```
+/// use mvstm::durable::{Store, Wait};
+/// use std::time::Duration;
+/// let locks = Store::open("sqlite://target/doc-locks.db")?.locks()?;
+/// let _held = locks.lock(&["doc/wait"], "a", &[], Wait::NoWait, Duration::from_secs(5))?;
+/// let e = locks.lock(&["doc/wait"], "b", &[], Wait::Block(Duration::from_millis(50)), Duration::from_secs(5));
+/// assert!(e.unwrap_err().is_refused()); // still held after 50 ms
+/// # Ok::<(), mvstm::durable::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
     /// Fail at once with [`Error::LockRefused`] naming the resources held by others.
@@ -67,6 +77,18 @@ pub struct Locks {
 ///
 /// Each resource comes with its fencing token: larger than any token handed out for that
 /// resource before.
+///
+/// ```
+/// use mvstm::durable::{Store, Wait};
+/// use std::time::Duration;
+/// let locks = Store::open("sqlite://target/doc-locks.db")?.locks()?;
+/// let first = locks.lock(&["doc/guard"], "a", &[], Wait::NoWait, Duration::from_secs(5))?;
+/// let t1 = first.token("doc/guard").unwrap();
+/// drop(first); // released
+/// let second = locks.lock(&["doc/guard"], "b", &[], Wait::NoWait, Duration::from_secs(5))?;
+/// assert!(second.token("doc/guard").unwrap() > t1);
+/// # Ok::<(), mvstm::durable::Error>(())
+/// ```
 pub struct LockGuard {
     store: Store,
     owner: String,

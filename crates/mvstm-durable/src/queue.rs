@@ -102,6 +102,19 @@ impl<T> fmt::Debug for Queue<T> {
 }
 
 /// Which command a handler is running, and which attempt this is.
+///
+/// ```
+/// use mvstm::durable::{Delivery, Store};
+/// # let store = Store::open("sqlite://target/doc-queue.db")?;
+/// let q = store.queue::<String>("doc-delivery", 2)?;
+/// q.enqueue(&"send invoice".to_string())?;
+/// q.process_due_with(|d: Delivery, cmd: String| -> Result<(), String> {
+///     // Key outside effects by the command id: a redelivery finds them done.
+///     println!("command {} attempt {}: {cmd}", d.id, d.attempt);
+///     Ok(())
+/// })?;
+/// # Ok::<(), mvstm::durable::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delivery {
     /// The command's id, unique in the database: the key to make outside effects idempotent.
@@ -111,6 +124,18 @@ pub struct Delivery {
 }
 
 /// A command that exhausted its attempts (or could not be decoded), with its last error.
+///
+/// ```
+/// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+/// let q = store.queue::<u32>("doc-dead-letter", 2)?.with_backoff(std::time::Duration::ZERO);
+/// let id = q.enqueue(&13)?;
+/// while q.pending()? > 0 {
+///     q.process_due(|n: u32| Err(format!("{n} is unlucky")))?;
+/// }
+/// let dead = q.dead_letters()?.into_iter().find(|d| d.id == id).unwrap();
+/// assert_eq!((dead.command, dead.attempts, dead.error.as_str()), (Some(13), 2, "13 is unlucky"));
+/// # Ok::<(), mvstm::durable::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeadLetter<T> {
     /// The command's id.
@@ -126,6 +151,18 @@ pub struct DeadLetter<T> {
 }
 
 /// One entry of a queue's outcome log: what one attempt of one command came to.
+///
+/// ```
+/// use mvstm::durable::OutcomeKind;
+/// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+/// let q = store.queue::<u8>("doc-outcome", 1)?.with_worker("w-1")?;
+/// let id = q.enqueue(&0)?;
+/// q.process_due(|_: u8| Err("no"))?;
+/// let last = q.outcomes()?.pop().unwrap();
+/// assert_eq!((last.command_id, last.attempt, last.kind), (id, 1, OutcomeKind::DeadLettered));
+/// assert_eq!((last.worker.as_str(), last.error.as_deref()), ("w-1", Some("no")));
+/// # Ok::<(), mvstm::durable::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// The command's id.
@@ -141,6 +178,16 @@ pub struct Outcome {
 }
 
 /// What came of one attempt.
+///
+/// ```
+/// use mvstm::durable::OutcomeKind;
+/// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
+/// let q = store.queue::<u8>("doc-outcome-kind", 1)?;
+/// q.enqueue(&0)?;
+/// q.process_due(|_: u8| Ok::<(), String>(()))?;
+/// assert_eq!(q.outcomes()?.last().map(|o| o.kind), Some(OutcomeKind::Done));
+/// # Ok::<(), mvstm::durable::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutcomeKind {
     /// The handler succeeded; the command is done.
