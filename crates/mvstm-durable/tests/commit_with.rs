@@ -166,3 +166,68 @@ fn a_serialization_failure_reruns_the_database_transaction() {
         );
     }
 }
+
+#[test]
+fn a_real_serialization_failure_on_postgres_reruns_inside_the_commit() {
+    let Some((_, url)) = backends("commit-with-40001")
+        .into_iter()
+        .find(|(db, _)| *db == "postgres")
+    else {
+        return; // SQLite has one writer at a time: no serialization failure to provoke
+    };
+    let store = Store::open(&url).unwrap();
+    let table = format!("counter_{}", unique("t").replace('-', "_"));
+    let create =
+        format!("CREATE TABLE {table} (n BIGINT NOT NULL); INSERT INTO {table} VALUES (0)");
+    store
+        .transaction(move |db| {
+            for statement in create.split("; ") {
+                db.execute(statement)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (snapshot_taken, wait_for_snapshot) = std::sync::mpsc::channel::<()>();
+    let (other_committed, wait_for_other) = std::sync::mpsc::channel::<()>();
+    let wait_for_other = Arc::new(std::sync::Mutex::new(wait_for_other));
+    let other = {
+        let (store, table) = (store.clone(), table.clone());
+        std::thread::spawn(move || {
+            wait_for_snapshot.recv().unwrap();
+            let update = format!("UPDATE {table} SET n = n + 1");
+            store.transaction(move |db| db.execute(&update)).unwrap();
+            other_committed.send(()).unwrap();
+        })
+    };
+    let runs = Arc::new(AtomicU32::new(0));
+    let flag = TVar::new(false);
+    try_atomically::<_, Error>(|tx| {
+        tx.write(&flag, true)?;
+        let (runs, table) = (runs.clone(), table.clone());
+        let (snapshot_taken, wait_for_other) = (snapshot_taken.clone(), wait_for_other.clone());
+        store.commit_with(tx, move |db| {
+            let run = runs.fetch_add(1, Ordering::SeqCst);
+            db.query(&format!("SELECT n FROM {table}"), &[])?; // the snapshot
+            if run == 0 {
+                // Let the other transaction update the row and commit after our snapshot:
+                // our update must then fail with SQLSTATE 40001.
+                snapshot_taken.send(()).unwrap();
+                wait_for_other.lock().unwrap().recv().unwrap();
+            }
+            db.execute(&format!("UPDATE {table} SET n = n + 10"))
+        })
+    })
+    .unwrap();
+    other.join().unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "the database transaction was not re-run"
+    );
+    assert!(flag.load());
+    let select = format!("SELECT n FROM {table}");
+    let n = store
+        .transaction(move |db| db.query_i64(&select, &[]))
+        .unwrap();
+    assert_eq!(n, Some(11), "both updates applied once");
+}
