@@ -68,6 +68,7 @@ mod error;
 mod locks;
 mod queue;
 mod records;
+mod schema;
 mod store;
 
 pub use db::{Backend, Db, Value};

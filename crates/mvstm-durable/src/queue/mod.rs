@@ -1,5 +1,8 @@
 //! The durable command queue: EDC's `CommandQueue` across processes.
 //!
+//! This file holds the API; `claim.rs` the transactions that take the queue's lease, claim a
+//! command and record its outcome; `outcome.rs` what handlers and the outcome log see.
+//!
 //! # Tables
 //!
 //! A command is a row of `mvstm_commands`: its queue, its JSON payload, a state (`ready`,
@@ -42,10 +45,16 @@
 //! the order it enqueued them; a command waiting out its backoff does not hold back those
 //! behind it (as the in-memory `CommandQueue` moves a failed command to the back).
 
-use crate::db::{Backend, Begin, Db, Value};
+mod claim;
+mod outcome;
+
+pub use outcome::{DeadLetter, Delivery, Outcome, OutcomeKind};
+
+use crate::db::{Begin, Db};
 use crate::error::{Error, Result};
 use crate::records::encode;
 use crate::store::Store;
+use claim::Claim;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
@@ -99,137 +108,6 @@ impl<T> fmt::Debug for Queue<T> {
             .field("worker", &self.worker)
             .finish()
     }
-}
-
-/// Which command a handler is running, and which attempt this is.
-///
-/// ```
-/// use mvstm::durable::{Delivery, Store};
-/// # let store = Store::open("sqlite://target/doc-queue.db")?;
-/// let q = store.queue::<String>("doc-delivery", 2)?;
-/// q.enqueue(&"send invoice".to_string())?;
-/// q.process_due_with(|d: Delivery, cmd: String| -> Result<(), String> {
-///     // Key outside effects by the command id: a redelivery finds them done.
-///     println!("command {} attempt {}: {cmd}", d.id, d.attempt);
-///     Ok(())
-/// })?;
-/// # Ok::<(), mvstm::durable::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Delivery {
-    /// The command's id, unique in the database: the key to make outside effects idempotent.
-    pub id: u64,
-    /// The attempt, from 1. An attempt after a worker died counts too.
-    pub attempt: u32,
-}
-
-/// A command that exhausted its attempts (or could not be decoded), with its last error.
-///
-/// ```
-/// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
-/// let q = store.queue::<u32>("doc-dead-letter", 2)?.with_backoff(std::time::Duration::ZERO);
-/// let id = q.enqueue(&13)?;
-/// while q.pending()? > 0 {
-///     q.process_due(|n: u32| Err(format!("{n} is unlucky")))?;
-/// }
-/// let dead = q.dead_letters()?.into_iter().find(|d| d.id == id).unwrap();
-/// assert_eq!((dead.command, dead.attempts, dead.error.as_str()), (Some(13), 2, "13 is unlucky"));
-/// # Ok::<(), mvstm::durable::Error>(())
-/// ```
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeadLetter<T> {
-    /// The command's id.
-    pub id: u64,
-    /// The command, or `None` if its payload cannot be decoded as `T` (see `payload`).
-    pub command: Option<T>,
-    /// The stored JSON, as it is.
-    pub payload: String,
-    /// How many attempts were made.
-    pub attempts: u32,
-    /// The last attempt's error.
-    pub error: String,
-}
-
-/// One entry of a queue's outcome log: what one attempt of one command came to.
-///
-/// ```
-/// use mvstm::durable::OutcomeKind;
-/// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
-/// let q = store.queue::<u8>("doc-outcome", 1)?.with_worker("w-1")?;
-/// let id = q.enqueue(&0)?;
-/// q.process_due(|_: u8| Err("no"))?;
-/// let last = q.outcomes()?.pop().unwrap();
-/// assert_eq!((last.command_id, last.attempt, last.kind), (id, 1, OutcomeKind::DeadLettered));
-/// assert_eq!((last.worker.as_str(), last.error.as_deref()), ("w-1", Some("no")));
-/// # Ok::<(), mvstm::durable::Error>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    /// The command's id.
-    pub command_id: u64,
-    /// The attempt, from 1.
-    pub attempt: u32,
-    /// The worker that ran it.
-    pub worker: String,
-    /// What came of it.
-    pub kind: OutcomeKind,
-    /// The handler's error, for failures.
-    pub error: Option<String>,
-}
-
-/// What came of one attempt.
-///
-/// ```
-/// use mvstm::durable::OutcomeKind;
-/// # let store = mvstm::durable::Store::open("sqlite://target/doc-queue.db")?;
-/// let q = store.queue::<u8>("doc-outcome-kind", 1)?;
-/// q.enqueue(&0)?;
-/// q.process_due(|_: u8| Ok::<(), String>(()))?;
-/// assert_eq!(q.outcomes()?.last().map(|o| o.kind), Some(OutcomeKind::Done));
-/// # Ok::<(), mvstm::durable::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum OutcomeKind {
-    /// The handler succeeded; the command is done.
-    Done,
-    /// The handler failed; the command will be tried again.
-    Failed,
-    /// The command is dead-lettered (attempts exhausted, corrupt payload, or its worker died on
-    /// the last attempt).
-    DeadLettered,
-    /// The handler finished after its lease had been taken over; nothing was recorded for the
-    /// command (another worker owns it now).
-    LeaseLost,
-}
-
-impl OutcomeKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            OutcomeKind::Done => "done",
-            OutcomeKind::Failed => "failed",
-            OutcomeKind::DeadLettered => "dead",
-            OutcomeKind::LeaseLost => "lease_lost",
-        }
-    }
-
-    fn parse(s: &str) -> OutcomeKind {
-        match s {
-            "done" => OutcomeKind::Done,
-            "failed" => OutcomeKind::Failed,
-            "dead" => OutcomeKind::DeadLettered,
-            _ => OutcomeKind::LeaseLost,
-        }
-    }
-}
-
-enum Claim {
-    /// The queue's lease was lost, or nothing is due.
-    Stop,
-    Got {
-        id: i64,
-        payload: String,
-        attempt: u32,
-    },
 }
 
 static WORKERS: AtomicU64 = AtomicU64::new(0);
@@ -378,17 +256,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.insert_command(db, &json)
     }
 
-    fn insert_command(&self, db: &mut Db<'_>, json: &str) -> Result<u64> {
-        let now = db.now_ms()?;
-        let id = db.query_i64(
-            "INSERT INTO mvstm_commands (queue, payload, state, attempts, due_ms, enqueued_ms) \
-             VALUES ($1, $2, 'ready', 0, $3, $3) RETURNING id",
-            &[self.name.as_str().into(), json.into(), now.into()],
-        )?;
-        id.map(|id| id as u64)
-            .ok_or_else(|| Error::database("INSERT ... RETURNING id returned no row"))
-    }
-
     /// Run the handler on every command that is due now (at most the batch limit), one at a
     /// time, and return how many attempts it ran. Returns 0 at once if another worker is
     /// processing this queue.
@@ -487,196 +354,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(handled)
     }
 
-    fn take_queue_lease(&self) -> Result<bool> {
-        self.store.run(Begin::Write, |db| {
-            let now = db.now_ms()?;
-            db.execute_params(
-                "INSERT INTO mvstm_queue_leases (queue, worker, until_ms) VALUES ($1, NULL, 0) \
-                 ON CONFLICT (queue) DO NOTHING",
-                &[self.name.as_str().into()],
-            )?;
-            let n = db.execute_params(
-                "UPDATE mvstm_queue_leases SET worker = $2, until_ms = $3 \
-                 WHERE queue = $1 AND (worker IS NULL OR worker = $2 OR until_ms <= $4)",
-                &[
-                    self.name.as_str().into(),
-                    self.worker.as_str().into(),
-                    (now + ms(self.lease)).into(),
-                    now.into(),
-                ],
-            )?;
-            Ok(n == 1)
-        })
-    }
-
-    fn release_queue_lease(&self) -> Result<()> {
-        self.store.run(Begin::Write, |db| {
-            db.execute_params(
-                "UPDATE mvstm_queue_leases SET worker = NULL, until_ms = 0 \
-                 WHERE queue = $1 AND worker = $2",
-                &[self.name.as_str().into(), self.worker.as_str().into()],
-            )
-        })?;
-        Ok(())
-    }
-
-    /// One transaction: renew the queue's lease, dead-letter commands whose worker died on
-    /// their last attempt, claim the oldest due command.
-    fn claim(&self, db: &mut Db<'_>) -> Result<Claim> {
-        let now = db.now_ms()?;
-        let until = now + ms(self.lease);
-        let queue: Value = self.name.as_str().into();
-        let worker: Value = self.worker.as_str().into();
-        let renewed = db.execute_params(
-            "UPDATE mvstm_queue_leases SET until_ms = $3 WHERE queue = $1 AND worker = $2",
-            &[queue.clone(), worker.clone(), until.into()],
-        )?;
-        if renewed == 0 {
-            return Ok(Claim::Stop);
-        }
-        let abandoned = db.query(
-            "UPDATE mvstm_commands SET state = 'dead', worker = NULL, lease_until_ms = NULL, \
-             last_error = $3 \
-             WHERE queue = $1 AND state = 'running' AND lease_until_ms <= $2 AND attempts >= $4 \
-             RETURNING id, attempts",
-            &[
-                queue.clone(),
-                now.into(),
-                "the worker's lease ran out during the last attempt".into(),
-                i64::from(self.max_attempts).into(),
-            ],
-        )?;
-        for row in abandoned {
-            let (id, attempts) = (row[0].as_i64().unwrap_or(0), row[1].as_i64().unwrap_or(0));
-            self.log(
-                db,
-                id,
-                attempts as u32,
-                OutcomeKind::DeadLettered,
-                Some("the worker's lease ran out during the last attempt"),
-                now,
-            )?;
-        }
-        let sql = match db.backend() {
-            Backend::Postgres => {
-                "UPDATE mvstm_commands SET state = 'running', attempts = attempts + 1, \
-                 worker = $2, lease_until_ms = $3 \
-                 WHERE id = (SELECT id FROM mvstm_commands WHERE queue = $1 \
-                   AND ((state = 'ready' AND due_ms <= $4) OR (state = 'running' AND lease_until_ms <= $4)) \
-                   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id, payload, attempts"
-            }
-            Backend::Sqlite => {
-                "UPDATE mvstm_commands SET state = 'running', attempts = attempts + 1, \
-                 worker = $2, lease_until_ms = $3 \
-                 WHERE id = (SELECT id FROM mvstm_commands WHERE queue = $1 \
-                   AND ((state = 'ready' AND due_ms <= $4) OR (state = 'running' AND lease_until_ms <= $4)) \
-                   ORDER BY id LIMIT 1) \
-                 RETURNING id, payload, attempts"
-            }
-        };
-        let rows = db.query(sql, &[queue, worker, until.into(), now.into()])?;
-        Ok(match rows.into_iter().next() {
-            None => Claim::Stop,
-            Some(row) => Claim::Got {
-                id: row[0].as_i64().unwrap_or(0),
-                payload: row[1].as_str().unwrap_or("").to_string(),
-                attempt: row[2].as_i64().unwrap_or(0) as u32,
-            },
-        })
-    }
-
-    /// Record an attempt's result, if this worker still holds the command.
-    fn finish(
-        &self,
-        id: i64,
-        attempt: u32,
-        result: std::result::Result<(), String>,
-        dead_now: bool,
-    ) -> Result<()> {
-        self.store.run(Begin::Write, |db| {
-            let now = db.now_ms()?;
-            let held: [Value; 2] = [id.into(), self.worker.as_str().into()];
-            let (kind, changed) = match &result {
-                Ok(()) => (
-                    OutcomeKind::Done,
-                    db.execute_params(
-                        "UPDATE mvstm_commands SET state = 'done', worker = NULL, \
-                         lease_until_ms = NULL \
-                         WHERE id = $1 AND worker = $2 AND state = 'running'",
-                        &held,
-                    )?,
-                ),
-                Err(error) if dead_now || attempt >= self.max_attempts => (
-                    OutcomeKind::DeadLettered,
-                    db.execute_params(
-                        "UPDATE mvstm_commands SET state = 'dead', worker = NULL, \
-                         lease_until_ms = NULL, last_error = $3 \
-                         WHERE id = $1 AND worker = $2 AND state = 'running'",
-                        &[held[0].clone(), held[1].clone(), error.as_str().into()],
-                    )?,
-                ),
-                Err(error) => (
-                    OutcomeKind::Failed,
-                    db.execute_params(
-                        "UPDATE mvstm_commands SET state = 'ready', worker = NULL, \
-                         lease_until_ms = NULL, last_error = $3, due_ms = $4 \
-                         WHERE id = $1 AND worker = $2 AND state = 'running'",
-                        &[
-                            held[0].clone(),
-                            held[1].clone(),
-                            error.as_str().into(),
-                            (now + ms(self.backoff_after(attempt))).into(),
-                        ],
-                    )?,
-                ),
-            };
-            let kind = if changed == 1 {
-                kind
-            } else {
-                OutcomeKind::LeaseLost
-            };
-            self.log(
-                db,
-                id,
-                attempt,
-                kind,
-                result.as_ref().err().map(String::as_str),
-                now,
-            )
-        })
-    }
-
-    fn log(
-        &self,
-        db: &mut Db<'_>,
-        id: i64,
-        attempt: u32,
-        kind: OutcomeKind,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<()> {
-        db.execute_params(
-            "INSERT INTO mvstm_outcomes (queue, command_id, attempt, worker, outcome, error, at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                self.name.as_str().into(),
-                id.into(),
-                i64::from(attempt).into(),
-                self.worker.as_str().into(),
-                kind.as_str().into(),
-                error.into(),
-                now.into(),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn backoff_after(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(20);
-        self.backoff.saturating_mul(factor).min(MAX_BACKOFF)
-    }
-
     /// The dead-lettered commands, oldest first, each with its last error.
     ///
     /// ```
@@ -763,7 +440,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
-fn ms(d: Duration) -> i64 {
+pub(super) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
