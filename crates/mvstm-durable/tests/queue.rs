@@ -396,3 +396,42 @@ fn hostile_queue_names_are_bound_not_pasted() {
         ));
     }
 }
+
+#[test]
+fn one_handle_shared_by_threads_runs_one_handler_at_a_time() {
+    for (db, url) in backends("queue-shared-handle") {
+        let store = Store::open(&url).unwrap();
+        let q = store
+            .queue::<u32>(&unique("shared-handle"), 1)
+            .unwrap()
+            .with_batch_limit(2);
+        for i in 0..40 {
+            q.enqueue(&i).unwrap();
+        }
+        let (running, most, handled) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    while q.pending().unwrap() > 0 {
+                        let n = q
+                            .process_due(|_: u32| -> Result<(), String> {
+                                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                                most.fetch_max(now, Ordering::SeqCst);
+                                std::thread::sleep(Duration::from_millis(10));
+                                running.fetch_sub(1, Ordering::SeqCst);
+                                Ok(())
+                            })
+                            .unwrap();
+                        handled.fetch_add(n, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1, "{db}: handlers overlapped");
+        assert_eq!(handled.load(Ordering::SeqCst), 40, "{db}");
+    }
+}

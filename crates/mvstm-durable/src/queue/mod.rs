@@ -61,6 +61,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The longest pause between two attempts of one command.
@@ -96,6 +97,9 @@ pub struct Queue<T> {
     backoff: Duration,
     batch: usize,
     worker: String,
+    /// Held for the length of a `process_due` call: calls through one handle share its worker
+    /// name, which the queue's lease cannot tell apart, so they run one after the other.
+    busy: Mutex<()>,
     _commands: PhantomData<fn(T) -> T>,
 }
 
@@ -133,6 +137,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             backoff: DEFAULT_BACKOFF,
             batch: usize::MAX,
             worker: worker_name(),
+            busy: Mutex::new(()),
             _commands: PhantomData,
         }
     }
@@ -204,7 +209,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self
     }
 
-    /// Name this handle's worker (unique among the processes sharing the queue).
+    /// Name this handle's worker. The name must be unique among the workers sharing the queue:
+    /// the queue's lease tells workers apart by name, so two live handles with one name could
+    /// run handlers at the same time. (A restarted process may reuse its name: it takes its
+    /// old lease back at once.)
     ///
     /// # Errors
     ///
@@ -260,6 +268,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// time, and return how many attempts it ran. Returns 0 at once if another worker is
     /// processing this queue.
     ///
+    /// Calls through one handle from several threads run one after the other; for several
+    /// workers, give each its own handle ([`Store::queue`]), hence its own worker name.
+    ///
     /// A handler's `Err` (or panic) is a failed attempt: the command is retried after its
     /// backoff, or dead-lettered after `max_attempts`.
     ///
@@ -303,6 +314,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         &self,
         mut handler: impl FnMut(Delivery, T) -> std::result::Result<(), E>,
     ) -> Result<usize> {
+        // A panicking handler is caught below, so the lock is never poisoned by one; if it
+        // were, the `()` it guards holds no state to distrust.
+        let _one_call_at_a_time = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !self.take_queue_lease()? {
             return Ok(0);
         }
