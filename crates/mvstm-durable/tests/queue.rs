@@ -166,7 +166,7 @@ fn run_workers(url: &str, queue: &str, table: &str, workers: usize) {
                             // One at a time per queue, inside this process too.
                             assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
                             let started = now_us();
-                            std::thread::sleep(Duration::from_micros(200));
+                            std::thread::sleep(Duration::from_millis(3));
                             let ended = now_us();
                             running.fetch_sub(1, Ordering::SeqCst);
                             let worker = q.worker().to_string();
