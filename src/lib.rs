@@ -32,6 +32,12 @@ pub use mvstm_collections as collections;
 /// dependencies, and a command queue (the `mvstm-lifecycle` crate).
 pub use mvstm_lifecycle as lifecycle;
 
+/// Durable records, a command queue and leased locks shared by processes, on SQLite or
+/// PostgreSQL, and STM transactions committed with a database transaction (the
+/// `mvstm-durable` crate; cargo feature `durable`).
+#[cfg(feature = "durable")]
+pub use mvstm_durable as durable;
+
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
