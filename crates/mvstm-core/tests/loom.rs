@@ -23,7 +23,7 @@
 //! | `an_on_commit_hold_is_shared_with_other_readers` | 2 | a committer that only reads a held variable never conflicts |
 //! | `the_priority_token_is_taken_and_given_back` | 3 | the starving transaction takes the token, commits, and a committer started meanwhile passes the gate |
 //! | `a_swallowed_abort_never_commits` | 2 | a body that drops its abort signal does not commit |
-//! | `tbqueue_of_one_hands_over_two_items_in_order` | 2 | a `TBQueue` of capacity 1 hands two items over in order, blocking both sides |
+//! | `tbqueue_of_one_hands_over_two_items_in_order` | 2 | a `TBQueue` of capacity 1 hands two items over in order, blocking both sides (bound capped at 1) |
 //!
 //! Each model prints how many executions loom explored, and how many of them reached the case
 //! the model is about (a conflict, a blocked waiter, trims under a snapshot), and fails if none
@@ -756,7 +756,7 @@ fn tbqueue_of_one_hands_over_two_items_in_order() {
     let cases = Cases {
         reached: "blocked the producer or the consumer in retry",
         also: None,
-        max_bound: None,
+        max_bound: Some(1),
     };
     model(
         "tbqueue_of_one_hands_over_two_items_in_order",
