@@ -1,6 +1,6 @@
 //! Bank: 1,024 accounts, random transfers plus 20% read-all transactions, at 1, 2, 4 and 8
 //! threads, for mvstm, the peer STMs and lock baselines (see `common/bank.rs`). Run with
-//! `cargo bench --bench bank`; figures and plots go in `docs/benchmarks.md`.
+//! `cargo bench -p mvstm-benches --bench bank`; figures and plots go in `docs/benchmarks.md`.
 
 mod common;
 

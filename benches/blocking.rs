@@ -1,7 +1,7 @@
 //! Blocking: `retry` hand-overs through one slot against `Mutex` + `Condvar` and a channel
 //! (see `common/pingpong.rs`). The `TQueue`/crossbeam-channel comparison is in
-//! `benches/collections.rs`. Run with `cargo bench --bench blocking`; figures go in
-//! `docs/benchmarks.md`.
+//! `benches/collections.rs`. Run with `cargo bench -p mvstm-benches --bench blocking`; figures go
+//! in `docs/benchmarks.md`.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Collections beside their usual alternatives, in one run: `TQueue`/`TBQueue` against
 //! crossbeam-channel (SPSC and MPMC, unbounded and bounded), `TMap` against `Mutex<HashMap>` and
 //! `RwLock<HashMap>` (inserts and gets, 1 and 2 threads). Run with
-//! `cargo bench --bench collections`; figures go in `docs/collections.md`.
+//! `cargo bench -p mvstm-benches --bench collections`; figures go in `docs/collections.md`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mvstm::atomically;

@@ -3,7 +3,7 @@
 //! Single-threaded costs of: a read-only transaction of 1 TVar, an increment of 1 TVar, a
 //! read-only transaction of 64 TVars, and the hook machinery (one hook of each kind, and the
 //! same transactions registering none). Run with
-//! `cargo bench --bench core`; figures go in the README, never in test assertions.
+//! `cargo bench -p mvstm-benches --bench core`; figures go in the README, never in test assertions.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! intset: a skip list and a hash set built from TVars (256 keys of 512; 0%, 20% and 50%
 //! updates; 1, 2, 4 and 8 threads) for mvstm and the peer STMs, beside locked `BTreeSet`s and
-//! `HashSet`s (see `common/intset.rs`). Run with `cargo bench --bench intset`; figures and plots
-//! go in `docs/benchmarks.md`.
+//! `HashSet`s (see `common/intset.rs`). Run with `cargo bench -p mvstm-benches --bench intset`;
+//! figures and plots go in `docs/benchmarks.md`.
 
 mod common;
 

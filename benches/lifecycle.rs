@@ -3,7 +3,7 @@
 //!   threads sharing it, against a `parking_lot::Mutex<bool>` flag held across the service call;
 //! - `CommandQueue` throughput with a no-op handler against a crossbeam-channel worker loop.
 //!
-//! Run with `cargo bench --bench lifecycle`; figures go in `docs/lifecycle.md`.
+//! Run with `cargo bench -p mvstm-benches --bench lifecycle`; figures go in `docs/lifecycle.md`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mvstm::lifecycle::{CommandQueue, EnqueueError, Lifecycle, Service};

@@ -1,6 +1,6 @@
 //! Long readers: read-only transactions over 1,000 TVars while a writer commits, with the
 //! executions per reader transaction printed beside the time (see `common/readers.rs`). Run
-//! with `cargo bench --bench readers`; figures go in `docs/benchmarks.md`.
+//! with `cargo bench -p mvstm-benches --bench readers`; figures go in `docs/benchmarks.md`.
 
 mod common;
 

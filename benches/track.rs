@@ -1,6 +1,6 @@
 //! The regression tracker: a subset of the suite with short measurements that finishes in
 //! under a minute. Groups are prefixed `track_` so they never overwrite the full suite's
-//! results. Run with `cargo bench --bench track`.
+//! results. Run with `cargo bench -p mvstm-benches --bench track`.
 
 mod common;
 

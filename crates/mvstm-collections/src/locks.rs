@@ -78,6 +78,12 @@ where
     O: Eq + Clone + Send + Sync + 'static,
 {
     /// A table with no locks held.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::LockTable};
+    /// let locks: LockTable<String, u32> = LockTable::new();
+    /// assert!(atomically(|tx| locks.holders(tx, &"db".to_string())).is_empty());
+    /// ```
     pub fn new() -> LockTable<R, O> {
         LockTable { held: TMap::new() }
     }
@@ -89,6 +95,16 @@ where
     /// when every current holder names `owner`; one the owner already holds counts as taken.
     /// If some cannot be taken: with [`Wait::Block`] the transaction retries (blocks) until they
     /// can; with [`Wait::NoWait`] nothing is taken and `Err` lists them.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::{LockTable, Wait}};
+    /// let locks: LockTable<&str, &str> = LockTable::new();
+    /// // All or none: "b" is taken, so "a" is not taken either.
+    /// atomically(|tx| locks.lock(tx, &["b"], "alice", &[], Wait::Block)).unwrap();
+    /// let refused = atomically(|tx| locks.lock(tx, &["a", "b"], "bob", &[], Wait::NoWait));
+    /// assert_eq!(refused, Err(vec!["b"]));
+    /// assert!(atomically(|tx| locks.holders(tx, &"a")).is_empty());
+    /// ```
     pub fn lock(
         &self,
         tx: &mut Txn,
@@ -142,6 +158,15 @@ where
 
     /// Release `owner`'s hold on every resource of `resources`; if it does not hold some of
     /// them, nothing is released and `Err` lists those.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::{LockTable, NotHeld, Wait}};
+    /// let locks: LockTable<u32, &str> = LockTable::new();
+    /// atomically(|tx| locks.lock(tx, &[1], "alice", &[], Wait::Block)).unwrap();
+    /// // Nothing is released when one of the resources is not held.
+    /// assert_eq!(atomically(|tx| locks.unlock(tx, &[1, 2], "alice")), Err(NotHeld(vec![2])));
+    /// assert_eq!(atomically(|tx| locks.unlock(tx, &[1], "alice")), Ok(()));
+    /// ```
     pub fn unlock(
         &self,
         tx: &mut Txn,
@@ -178,6 +203,14 @@ where
     }
 
     /// The owners holding `resource` now.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::{LockTable, Wait}};
+    /// let locks: LockTable<&str, u32> = LockTable::new();
+    /// atomically(|tx| locks.lock(tx, &["log"], 1, &[2], Wait::Block)).unwrap();
+    /// atomically(|tx| locks.lock(tx, &["log"], 2, &[1], Wait::Block)).unwrap();
+    /// assert_eq!(atomically(|tx| locks.holders(tx, &"log")), vec![1, 2]);
+    /// ```
     pub fn holders(&self, tx: &mut Txn, resource: &R) -> StmResult<Vec<O>> {
         Ok(self
             .held
@@ -243,6 +276,14 @@ where
     O: Eq + Clone + Send + Sync + 'static,
 {
     /// The resources this guard took and releases when dropped.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::{LockTable, Wait}};
+    /// let locks: LockTable<u8, &str> = LockTable::new();
+    /// atomically(|tx| locks.lock(tx, &[1], "me", &[], Wait::Block)).unwrap();
+    /// let guard = locks.scoped(&[1, 2], "me", &[], Wait::Block).unwrap();
+    /// assert_eq!(guard.resources(), &[2]); // 1 was held already and stays held after the guard
+    /// ```
     pub fn resources(&self) -> &[R] {
         &self.resources
     }

@@ -59,6 +59,12 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// An empty map.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m: TMap<String, u64> = TMap::new();
+    /// assert!(atomically(|tx| m.is_empty(tx)));
+    /// ```
     pub fn new() -> TMap<K, V> {
         TMap {
             table: TVar::new(Arc::new(Table::new(INITIAL_BUCKETS))),
@@ -76,6 +82,14 @@ where
     }
 
     /// The value of `key` (any borrowed form of the key type, as with `HashMap::get`).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m: TMap<String, u32> = TMap::new();
+    /// atomically(|tx| m.insert(tx, "a".to_string(), 1));
+    /// assert_eq!(atomically(|tx| m.get(tx, "a")), Some(1)); // a &str for a String key
+    /// assert_eq!(atomically(|tx| m.get(tx, "b")), None);
+    /// ```
     pub fn get<Q>(&self, tx: &mut Txn, key: &Q) -> StmResult<Option<V>>
     where
         K: Borrow<Q>,
@@ -90,6 +104,14 @@ where
     }
 
     /// Whether `key` is present.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| m.insert(tx, 1u32, "one"));
+    /// assert!(atomically(|tx| m.contains_key(tx, &1)));
+    /// assert!(!atomically(|tx| m.contains_key(tx, &2)));
+    /// ```
     pub fn contains_key<Q>(&self, tx: &mut Txn, key: &Q) -> StmResult<bool>
     where
         K: Borrow<Q>,
@@ -101,6 +123,13 @@ where
     }
 
     /// Insert `value` under `key`; the value it replaces, if any.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// assert_eq!(atomically(|tx| m.insert(tx, "k", 1)), None);
+    /// assert_eq!(atomically(|tx| m.insert(tx, "k", 2)), Some(1)); // the replaced value
+    /// ```
     pub fn insert(&self, tx: &mut Txn, key: K, value: V) -> StmResult<Option<V>> {
         let mut old = None;
         self.update(tx, key, |current| {
@@ -111,6 +140,14 @@ where
     }
 
     /// Remove `key`; its value, if it was present (nothing is written if it was not).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| m.insert(tx, 7u64, 'x'));
+    /// assert_eq!(atomically(|tx| m.remove(tx, &7)), Some('x'));
+    /// assert_eq!(atomically(|tx| m.remove(tx, &7)), None);
+    /// ```
     pub fn remove<Q>(&self, tx: &mut Txn, key: &Q) -> StmResult<Option<V>>
     where
         K: Borrow<Q>,
@@ -207,6 +244,13 @@ where
     }
 
     /// Number of entries. Reads every bucket, so it conflicts with every writer.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| (0..100u32).try_for_each(|i| m.insert(tx, i, i).map(drop)));
+    /// assert_eq!(atomically(|tx| m.len(tx)), 100);
+    /// ```
     pub fn len(&self, tx: &mut Txn) -> StmResult<usize> {
         let table = tx.read(&self.table)?;
         let mut n = 0;
@@ -217,6 +261,14 @@ where
     }
 
     /// Whether the map is empty (reads buckets up to the first non-empty one).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// assert!(atomically(|tx| m.is_empty(tx)));
+    /// atomically(|tx| m.insert(tx, 'k', ()));
+    /// assert!(!atomically(|tx| m.is_empty(tx)));
+    /// ```
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
         let table = tx.read(&self.table)?;
         for cell in table.buckets.iter() {

@@ -20,6 +20,12 @@ pub struct TMVar<T: Clone + Send + Sync + 'static> {
 
 impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     /// A full slot holding `value`.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot = TMVar::new(5);
+    /// assert!(!atomically(|tx| slot.is_empty(tx)));
+    /// ```
     pub fn new(value: T) -> TMVar<T> {
         TMVar {
             slot: TVar::new(Some(value)),
@@ -27,6 +33,12 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     }
 
     /// An empty slot.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot: TMVar<u32> = TMVar::new_empty();
+    /// assert!(atomically(|tx| slot.is_empty(tx)));
+    /// ```
     pub fn new_empty() -> TMVar<T> {
         TMVar {
             slot: TVar::new(None),
@@ -34,6 +46,15 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     }
 
     /// Take the value, leaving the slot empty; retries (blocks) while it is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let result = TMVar::new_empty();
+    /// let worker = result.clone();
+    /// std::thread::spawn(move || atomically(|tx| worker.put(tx, 6 * 7)));
+    /// assert_eq!(atomically(|tx| result.take(tx)), 42); // waits for the worker
+    /// assert!(atomically(|tx| result.is_empty(tx)));
+    /// ```
     pub fn take(&self, tx: &mut Txn) -> StmResult<T> {
         // Read first: writing `None` into an empty slot before retrying would make a stale
         // read a conflict instead of a wait.
@@ -41,6 +62,13 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     }
 
     /// Take the value if there is one.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot = TMVar::new('x');
+    /// assert_eq!(atomically(|tx| slot.try_take(tx)), Some('x'));
+    /// assert_eq!(atomically(|tx| slot.try_take(tx)), None);
+    /// ```
     pub fn try_take(&self, tx: &mut Txn) -> StmResult<Option<T>> {
         let value = tx.read(&self.slot)?;
         if value.is_some() {
@@ -50,6 +78,13 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     }
 
     /// Fill the slot; retries (blocks) while it is full.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot = TMVar::new_empty();
+    /// atomically(|tx| slot.put(tx, "token")); // a second put would block until a take
+    /// assert_eq!(atomically(|tx| slot.read(tx)), "token");
+    /// ```
     pub fn put(&self, tx: &mut Txn, value: T) -> StmResult<()> {
         match self.try_put(tx, value)? {
             Ok(()) => Ok(()),
@@ -58,6 +93,13 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     }
 
     /// Fill the slot, or give the value back in `Err` if it is full.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot = TMVar::new_empty();
+    /// assert_eq!(atomically(|tx| slot.try_put(tx, 1)), Ok(()));
+    /// assert_eq!(atomically(|tx| slot.try_put(tx, 2)), Err(2)); // full: 2 comes back
+    /// ```
     pub fn try_put(&self, tx: &mut Txn, value: T) -> StmResult<Result<(), T>> {
         if tx.read(&self.slot)?.is_some() {
             return Ok(Err(value));
@@ -67,16 +109,38 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     }
 
     /// The value without taking it; retries (blocks) while the slot is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot = TMVar::new(3);
+    /// assert_eq!(atomically(|tx| slot.read(tx)), 3);
+    /// assert!(!atomically(|tx| slot.is_empty(tx))); // still full
+    /// ```
     pub fn read(&self, tx: &mut Txn) -> StmResult<T> {
         crate::or_retry(tx.read(&self.slot)?)
     }
 
     /// The value without taking it, or `None` if the slot is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot: TMVar<u8> = TMVar::new_empty();
+    /// assert_eq!(atomically(|tx| slot.try_read(tx)), None);
+    /// atomically(|tx| slot.put(tx, 9));
+    /// assert_eq!(atomically(|tx| slot.try_read(tx)), Some(9));
+    /// ```
     pub fn try_read(&self, tx: &mut Txn) -> StmResult<Option<T>> {
         tx.read(&self.slot)
     }
 
     /// Replace the value and return the old one; retries (blocks) while the slot is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot = TMVar::new("old");
+    /// assert_eq!(atomically(|tx| slot.swap(tx, "new")), "old");
+    /// assert_eq!(atomically(|tx| slot.read(tx)), "new");
+    /// ```
     pub fn swap(&self, tx: &mut Txn, value: T) -> StmResult<T> {
         let old = self.take(tx)?;
         tx.write(&self.slot, Some(value))?;
@@ -84,6 +148,14 @@ impl<T: Clone + Send + Sync + 'static> TMVar<T> {
     }
 
     /// Whether the slot is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMVar};
+    /// let slot = TMVar::new(1);
+    /// assert!(!atomically(|tx| slot.is_empty(tx)));
+    /// atomically(|tx| slot.take(tx));
+    /// assert!(atomically(|tx| slot.is_empty(tx)));
+    /// ```
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
         Ok(tx.read(&self.slot)?.is_none())
     }

@@ -33,6 +33,12 @@ pub struct TQueue<T: Clone + Send + Sync + 'static> {
 
 impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     /// An empty queue.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TQueue};
+    /// let q: TQueue<String> = TQueue::new();
+    /// assert!(atomically(|tx| q.is_empty(tx)));
+    /// ```
     pub fn new() -> TQueue<T> {
         TQueue {
             ring: Ring::new(INITIAL_CAPACITY, true),
@@ -40,6 +46,13 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     }
 
     /// Append `value` at the back.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TQueue};
+    /// let q = TQueue::new();
+    /// atomically(|tx| q.push(tx, "a"));
+    /// assert_eq!(atomically(|tx| q.len(tx)), 1);
+    /// ```
     pub fn push(&self, tx: &mut Txn, value: T) -> StmResult<()> {
         match self.ring.try_push(tx, value)? {
             Ok(()) => Ok(()),
@@ -48,6 +61,14 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     }
 
     /// Remove and return the front item; retries (blocks) while the queue is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TQueue};
+    /// let q = TQueue::new();
+    /// let producer = q.clone();
+    /// std::thread::spawn(move || atomically(|tx| producer.push(tx, 42)));
+    /// assert_eq!(atomically(|tx| q.pop(tx)), 42); // waits for the producer
+    /// ```
     pub fn pop(&self, tx: &mut Txn) -> StmResult<T> {
         self.ring.pop(tx)
     }
@@ -77,17 +98,40 @@ impl<T: Clone + Send + Sync + 'static> TQueue<T> {
     }
 
     /// The front item without removing it, or `None` if the queue is empty.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TQueue};
+    /// let q = TQueue::new();
+    /// assert_eq!(atomically(|tx| q.try_peek(tx)), None);
+    /// atomically(|tx| q.push(tx, 5));
+    /// assert_eq!(atomically(|tx| q.try_peek(tx)), Some(5));
+    /// ```
     pub fn try_peek(&self, tx: &mut Txn) -> StmResult<Option<T>> {
         self.ring.try_peek(tx)
     }
 
     /// Number of items. Reads both ends' counters, so it conflicts with pushes and pops.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TQueue};
+    /// let q = TQueue::new();
+    /// atomically(|tx| (0..20).try_for_each(|i| q.push(tx, i))); // grows past its first 16 slots
+    /// assert_eq!(atomically(|tx| q.len(tx)), 20);
+    /// ```
     pub fn len(&self, tx: &mut Txn) -> StmResult<usize> {
         self.ring.len(tx)
     }
 
     /// Whether the queue is empty. Reads only the consumer side, so a consumer can check it
     /// without conflicting with producers of a non-empty queue.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TQueue};
+    /// let q = TQueue::new();
+    /// assert!(atomically(|tx| q.is_empty(tx)));
+    /// atomically(|tx| q.push(tx, 1));
+    /// assert!(!atomically(|tx| q.is_empty(tx)));
+    /// ```
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
         self.ring.is_empty(tx)
     }

@@ -21,6 +21,12 @@ pub struct TSemaphore {
 
 impl TSemaphore {
     /// A semaphore holding `permits` permits.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TSemaphore};
+    /// let pool = TSemaphore::new(4);
+    /// assert_eq!(atomically(|tx| pool.available(tx)), 4);
+    /// ```
     pub fn new(permits: u64) -> TSemaphore {
         TSemaphore {
             permits: TVar::new(permits),
@@ -28,6 +34,16 @@ impl TSemaphore {
     }
 
     /// Take `n` permits; retries (blocks) until `n` are available.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TSemaphore};
+    /// let pool = TSemaphore::new(1);
+    /// atomically(|tx| pool.acquire(tx, 1));
+    /// let other = pool.clone();
+    /// std::thread::spawn(move || atomically(|tx| other.release(tx, 1)));
+    /// atomically(|tx| pool.acquire(tx, 1)); // waits for the release
+    /// assert_eq!(atomically(|tx| pool.available(tx)), 0);
+    /// ```
     pub fn acquire(&self, tx: &mut Txn, n: u64) -> StmResult<()> {
         if self.try_acquire(tx, n)? {
             Ok(())
@@ -37,6 +53,13 @@ impl TSemaphore {
     }
 
     /// Take `n` permits if they are available; whether it did.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TSemaphore};
+    /// let pool = TSemaphore::new(2);
+    /// assert!(atomically(|tx| pool.try_acquire(tx, 2)));
+    /// assert!(!atomically(|tx| pool.try_acquire(tx, 1))); // none left; nothing taken
+    /// ```
     pub fn try_acquire(&self, tx: &mut Txn, n: u64) -> StmResult<bool> {
         let available = tx.read(&self.permits)?;
         if available < n {
@@ -51,6 +74,13 @@ impl TSemaphore {
     /// # Panics
     ///
     /// If the count would overflow `u64` (more releases than any acquire could explain).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TSemaphore};
+    /// let pool = TSemaphore::new(0);
+    /// atomically(|tx| pool.release(tx, 3));
+    /// assert_eq!(atomically(|tx| pool.available(tx)), 3);
+    /// ```
     pub fn release(&self, tx: &mut Txn, n: u64) -> StmResult<()> {
         let available = tx.read(&self.permits)?;
         let after = available
@@ -60,6 +90,13 @@ impl TSemaphore {
     }
 
     /// Permits available now (in this transaction's view).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TSemaphore};
+    /// let pool = TSemaphore::new(5);
+    /// atomically(|tx| pool.acquire(tx, 2));
+    /// assert_eq!(atomically(|tx| pool.available(tx)), 3);
+    /// ```
     pub fn available(&self, tx: &mut Txn) -> StmResult<u64> {
         tx.read(&self.permits)
     }

@@ -50,6 +50,12 @@ impl std::error::Error for StaleVersion {}
 
 impl<T: Clone + Send + Sync + 'static> Versioned<T> {
     /// A record holding `value` at version 0.
+    ///
+    /// ```
+    /// use mvstm::collections::Versioned;
+    /// let record = Versioned::new(vec![1, 2]);
+    /// assert_eq!(record.load(), (vec![1, 2], 0));
+    /// ```
     pub fn new(value: T) -> Versioned<T> {
         Versioned {
             cell: TVar::new((value, 0)),
@@ -57,17 +63,38 @@ impl<T: Clone + Send + Sync + 'static> Versioned<T> {
     }
 
     /// The value and its version, in this transaction.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::Versioned};
+    /// let record = Versioned::new("v0");
+    /// assert_eq!(atomically(|tx| record.read(tx)), ("v0", 0));
+    /// ```
     pub fn read(&self, tx: &mut Txn) -> StmResult<(T, u64)> {
         tx.read(&self.cell)
     }
 
     /// The newest committed value and its version, without a transaction (what an editor
     /// reads before its think time).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::Versioned};
+    /// let record = Versioned::new(10);
+    /// atomically(|tx| record.modify(tx, |n| n + 1));
+    /// assert_eq!(record.load(), (11, 1));
+    /// ```
     pub fn load(&self) -> (T, u64) {
         self.cell.load()
     }
 
     /// The current version, in this transaction.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::Versioned};
+    /// let record = Versioned::new(());
+    /// assert_eq!(atomically(|tx| record.version(tx)), 0);
+    /// atomically(|tx| record.modify(tx, |()| ()));
+    /// assert_eq!(atomically(|tx| record.version(tx)), 1);
+    /// ```
     pub fn version(&self, tx: &mut Txn) -> StmResult<u64> {
         Ok(tx.read(&self.cell)?.1)
     }
@@ -75,6 +102,17 @@ impl<T: Clone + Send + Sync + 'static> Versioned<T> {
     /// Replace the value if the record is still at `expected`; the new version, or
     /// [`StaleVersion`] if another update landed since `expected` was read (nothing is written
     /// then, and the transaction goes on: abort it or merge, as the caller decides).
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::{StaleVersion, Versioned}};
+    /// let price = Versioned::new(100);
+    /// let (_, seen) = price.load();
+    /// assert_eq!(atomically(|tx| price.update(tx, seen, 120)), Ok(1));
+    /// // Based on version 0 again: refused, nothing written.
+    /// let stale = atomically(|tx| price.update(tx, seen, 90));
+    /// assert_eq!(stale, Err(StaleVersion { expected: 0, actual: 1 }));
+    /// assert_eq!(price.load(), (120, 1));
+    /// ```
     pub fn update(
         &self,
         tx: &mut Txn,
@@ -91,6 +129,13 @@ impl<T: Clone + Send + Sync + 'static> Versioned<T> {
 
     /// Apply `f` to the current value unconditionally (within this transaction the read is
     /// current by construction); the new version.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::Versioned};
+    /// let counter = Versioned::new(0u32);
+    /// assert_eq!(atomically(|tx| counter.modify(tx, |n| n + 5)), 1);
+    /// assert_eq!(counter.load(), (5, 1));
+    /// ```
     pub fn modify(&self, tx: &mut Txn, f: impl FnOnce(T) -> T) -> StmResult<u64> {
         let (value, version) = tx.read(&self.cell)?;
         tx.write(&self.cell, (f(value), version + 1))?;

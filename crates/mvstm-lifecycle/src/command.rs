@@ -118,6 +118,12 @@ pub struct HandlerError(pub String);
 
 impl HandlerError {
     /// An error with this message.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::HandlerError;
+    /// let e = HandlerError::new(format_args!("account {} is closed", 7));
+    /// assert_eq!(e.to_string(), "account 7 is closed");
+    /// ```
     pub fn new(message: impl fmt::Display) -> HandlerError {
         HandlerError(message.to_string())
     }
@@ -141,6 +147,16 @@ pub enum EnqueueError<C> {
 
 impl<C> EnqueueError<C> {
     /// The command that was not enqueued.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, EnqueueError};
+    /// struct Ping;
+    /// struct Unhandled(u32);
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// let refused = queue.enqueue(Unhandled(7)).unwrap_err();
+    /// assert!(matches!(refused, EnqueueError::NoHandler(_)));
+    /// assert_eq!(refused.into_inner().0, 7); // the command comes back
+    /// ```
     pub fn into_inner(self) -> C {
         match self {
             EnqueueError::Full(c) | EnqueueError::NoHandler(c) => c,
@@ -234,6 +250,13 @@ pub struct CommandQueueBuilder {
 
 impl CommandQueue {
     /// A builder with capacity 1,024, 3 attempts per command and a 1,024-entry outcome log.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::CommandQueue;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// assert!(queue.is_empty());
+    /// ```
     pub fn builder() -> CommandQueueBuilder {
         CommandQueueBuilder {
             capacity: 1024,
@@ -244,6 +267,16 @@ impl CommandQueue {
     }
 
     /// Enqueue `command`; returns its id. Never blocks: a full queue gives the command back.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, EnqueueError};
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().capacity(1).handler(|_tx, _: &Ping| Ok(())).build();
+    /// let id = queue.enqueue(Ping).unwrap();
+    /// assert_eq!(id, 1);
+    /// // Full: the command is given back at once instead of blocking.
+    /// assert!(matches!(queue.enqueue(Ping), Err(EnqueueError::Full(Ping))));
+    /// ```
     pub fn enqueue<C: Send + 'static>(&self, command: C) -> Result<u64, EnqueueError<C>> {
         let job = self.shared.job(command)?;
         let pushed = atomically(|tx| self.shared.queue.try_push(tx, job.clone()));
@@ -286,22 +319,65 @@ impl CommandQueue {
 
     /// The processor: start it to handle commands, stop it to pause (queued commands stay).
     /// Every call returns the same lifecycle, so one processor runs at most.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, State};
+    /// use std::time::Duration;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// queue.enqueue(Ping).unwrap();
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.processor().start().is_err()); // the same lifecycle: one processor at most
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// assert_eq!(queue.processor().state(), State::Stopped);
+    /// ```
     pub fn processor(&self) -> Lifecycle<Processor> {
         self.processor.clone()
     }
 
     /// Commands waiting, including one being handled.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::CommandQueue;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// queue.enqueue(Ping).unwrap();
+    /// queue.enqueue(Ping).unwrap();
+    /// assert_eq!(queue.len(), 2); // the processor is not started
+    /// ```
     pub fn len(&self) -> usize {
         atomically(|tx| self.shared.queue.len(tx))
     }
 
     /// No command is waiting or being handled.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::CommandQueue;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// assert!(queue.is_empty());
+    /// queue.enqueue(Ping).unwrap();
+    /// assert!(!queue.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Block until the queue is empty (every command processed or dead-lettered, and logged), for
     /// at most `timeout`; `false` if it was not.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::CommandQueue;
+    /// use std::time::Duration;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// queue.enqueue(Ping).unwrap();
+    /// assert!(!queue.wait_idle(Duration::from_millis(10))); // no processor running
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// ```
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         atomically(|tx| {
             if self.shared.queue.is_empty(tx)? {
@@ -314,16 +390,65 @@ impl CommandQueue {
 
     /// The most recent outcomes, oldest first (bounded; see
     /// [`CommandQueueBuilder::outcome_log`]).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, OutcomeKind};
+    /// use std::time::Duration;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// let id = queue.enqueue(Ping).unwrap();
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// let outcomes = queue.outcomes();
+    /// assert_eq!((outcomes[0].id, outcomes[0].attempt), (id, 1));
+    /// assert_eq!(outcomes[0].kind, OutcomeKind::Processed);
+    /// ```
     pub fn outcomes(&self) -> Vec<Outcome> {
         self.shared.log.lock().recent.iter().cloned().collect()
     }
 
     /// Counts of all outcomes so far.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, HandlerError, Stats};
+    /// use std::time::Duration;
+    /// struct Job(bool);
+    /// let queue = CommandQueue::builder()
+    ///     .max_attempts(2)
+    ///     .handler(|tx, job: &Job| match job.0 {
+    ///         true => Ok(()),
+    ///         false => tx.abort(HandlerError::new("bad job")),
+    ///     })
+    ///     .build();
+    /// queue.enqueue(Job(true)).unwrap();
+    /// queue.enqueue(Job(false)).unwrap();
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// assert_eq!(queue.stats(), Stats { processed: 1, retried: 1, dead_lettered: 1 });
+    /// ```
     pub fn stats(&self) -> Stats {
         self.shared.log.lock().stats
     }
 
     /// The commands in the dead-letter list, oldest first.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, HandlerError};
+    /// use std::time::Duration;
+    /// struct Job;
+    /// let queue = CommandQueue::builder()
+    ///     .max_attempts(1)
+    ///     .handler(|tx, _: &Job| tx.abort(HandlerError::new("downstream unavailable")))
+    ///     .build();
+    /// queue.enqueue(Job).unwrap();
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// let dead = queue.dead_letters();
+    /// assert_eq!((dead[0].attempts, &*dead[0].error), (1, "downstream unavailable"));
+    /// ```
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.shared
             .dead
@@ -334,6 +459,24 @@ impl CommandQueue {
     }
 
     /// Empty the dead-letter list, giving the commands back (downcast them to their types).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, HandlerError};
+    /// use std::time::Duration;
+    /// struct Charge(u64);
+    /// let queue = CommandQueue::builder()
+    ///     .max_attempts(1)
+    ///     .handler(|tx, _: &Charge| tx.abort(HandlerError::new("card declined")))
+    ///     .build();
+    /// queue.enqueue(Charge(250)).unwrap();
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// let (letter, command) = queue.take_dead_letters().pop().unwrap();
+    /// assert_eq!(&*letter.error, "card declined");
+    /// assert_eq!(command.downcast::<Charge>().unwrap().0, 250); // the command itself, back
+    /// assert!(queue.dead_letters().is_empty());
+    /// ```
     pub fn take_dead_letters(&self) -> Vec<(DeadLetter, Box<dyn Any + Send>)> {
         let jobs = atomically(|tx| tx.replace(&self.shared.dead, Arc::new(Vec::new())));
         jobs.iter()
@@ -344,6 +487,15 @@ impl CommandQueue {
 
 impl CommandQueueBuilder {
     /// How many commands the queue holds before `enqueue` refuses (at least 1).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::CommandQueue;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().capacity(2).handler(|_tx, _: &Ping| Ok(())).build();
+    /// queue.enqueue(Ping).unwrap();
+    /// queue.enqueue(Ping).unwrap();
+    /// assert!(queue.enqueue(Ping).is_err()); // full
+    /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
         assert!(capacity > 0, "CommandQueue capacity must be at least 1");
         self.capacity = capacity;
@@ -351,6 +503,21 @@ impl CommandQueueBuilder {
     }
 
     /// How many attempts a command gets before it is dead-lettered (at least 1).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, HandlerError};
+    /// use std::time::Duration;
+    /// struct Job;
+    /// let queue = CommandQueue::builder()
+    ///     .max_attempts(4)
+    ///     .handler(|tx, _: &Job| tx.abort(HandlerError::new("always fails")))
+    ///     .build();
+    /// queue.enqueue(Job).unwrap();
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// assert_eq!(queue.dead_letters()[0].attempts, 4);
+    /// ```
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         assert!(attempts > 0, "CommandQueue max_attempts must be at least 1");
         self.max_attempts = attempts;
@@ -358,6 +525,21 @@ impl CommandQueueBuilder {
     }
 
     /// How many outcomes the log keeps (the counts in [`CommandQueue::stats`] are not bounded).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::CommandQueue;
+    /// use std::time::Duration;
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().outcome_log(2).handler(|_tx, _: &Ping| Ok(())).build();
+    /// for _ in 0..5 {
+    ///     queue.enqueue(Ping).unwrap();
+    /// }
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// assert_eq!(queue.outcomes().len(), 2); // the last two
+    /// assert_eq!(queue.stats().processed, 5); // counts are not bounded
+    /// ```
     pub fn outcome_log(mut self, capacity: usize) -> Self {
         self.log_capacity = capacity;
         self
@@ -374,6 +556,27 @@ impl CommandQueueBuilder {
     /// # Panics
     ///
     /// If a handler for `C` is already registered.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::CommandQueue;
+    /// use mvstm::TVar;
+    /// use std::time::Duration;
+    /// struct Add(u64);
+    /// struct Reset;
+    /// let total = TVar::new(0u64);
+    /// let (t1, t2) = (total.clone(), total.clone());
+    /// let queue = CommandQueue::builder()
+    ///     .handler(move |tx, add: &Add| tx.modify(&t1, |n| n + add.0))
+    ///     .handler(move |tx, _: &Reset| tx.write(&t2, 0))
+    ///     .build();
+    /// queue.enqueue(Add(2)).unwrap();
+    /// queue.enqueue(Reset).unwrap();
+    /// queue.enqueue(Add(5)).unwrap();
+    /// queue.processor().start().unwrap();
+    /// assert!(queue.wait_idle(Duration::from_secs(10)));
+    /// queue.processor().stop().unwrap();
+    /// assert_eq!(total.load(), 5); // handled one at a time, in order
+    /// ```
     pub fn handler<C: Send + 'static>(
         mut self,
         handler: impl Fn(&mut Txn, &C) -> StmResult<()> + Send + Sync + 'static,
@@ -394,6 +597,13 @@ impl CommandQueueBuilder {
     }
 
     /// The queue, with its processor stopped.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{CommandQueue, State};
+    /// struct Ping;
+    /// let queue = CommandQueue::builder().handler(|_tx, _: &Ping| Ok(())).build();
+    /// assert_eq!(queue.processor().state(), State::Stopped); // start it to handle commands
+    /// ```
     pub fn build(self) -> CommandQueue {
         let shared = Arc::new(Shared {
             queue: TBQueue::new(self.capacity),

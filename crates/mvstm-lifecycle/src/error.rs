@@ -55,6 +55,14 @@ pub enum LifecycleError<E> {
 impl<E> LifecycleError<E> {
     /// The same error with the service's error mapped, e.g. to text for a registry of services
     /// with different error types.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::LifecycleError;
+    /// let failed: LifecycleError<std::io::Error> =
+    ///     LifecycleError::Failed(std::io::Error::other("address in use"));
+    /// let as_text: LifecycleError<String> = failed.map(|e| e.to_string());
+    /// assert!(matches!(as_text, LifecycleError::Failed(e) if e == "address in use"));
+    /// ```
     pub fn map<F>(self, f: impl FnOnce(E) -> F) -> LifecycleError<F> {
         match self {
             LifecycleError::Refused(e) => LifecycleError::Refused(e),

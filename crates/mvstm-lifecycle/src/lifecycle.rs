@@ -75,10 +75,54 @@ pub trait Service: Send + Sync + 'static {
     type Error: fmt::Debug + fmt::Display + 'static;
 
     /// Start the service.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use std::sync::mpsc::{channel, Sender};
+    /// use std::thread::JoinHandle;
+    /// struct Logger;
+    /// impl Service for Logger {
+    ///     // What stopping needs: the sender that ends the worker, and the worker to join.
+    ///     type Running = (Sender<String>, JoinHandle<usize>);
+    ///     type Error = std::io::Error;
+    ///     fn start(&self) -> std::io::Result<Self::Running> {
+    ///         let (send, receive) = channel::<String>();
+    ///         let worker = std::thread::spawn(move || receive.iter().count());
+    ///         Ok((send, worker))
+    ///     }
+    ///     fn stop(&self, (send, worker): Self::Running) -> std::io::Result<()> {
+    ///         send.send("last line".into()).unwrap();
+    ///         drop(send); // the worker's loop ends
+    ///         assert_eq!(worker.join().unwrap(), 1);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let logger = Lifecycle::new(Logger);
+    /// logger.start().unwrap(); // runs Logger::start once, after the claim committed
+    /// assert_eq!(logger.state(), State::Running);
+    /// logger.stop().unwrap();
+    /// ```
     fn start(&self) -> Result<Self::Running, Self::Error>;
 
     /// Stop the service that `start` returned. The instance is consumed either way: after an
     /// error the service counts as not running (`Failed`).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, LifecycleError, Service, State};
+    /// struct Stubborn;
+    /// impl Service for Stubborn {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Err("still draining".into()) }
+    /// }
+    /// let service = Lifecycle::new(Stubborn);
+    /// service.start().unwrap();
+    /// assert!(matches!(service.stop(), Err(LifecycleError::Failed(_))));
+    /// // The instance was consumed: the service counts as not running, and may start again.
+    /// assert!(matches!(service.state(), State::Failed(_)));
+    /// service.start().unwrap();
+    /// ```
     fn stop(&self, running: Self::Running) -> Result<(), Self::Error>;
 }
 
@@ -138,6 +182,19 @@ enum Path {
 
 impl<S: Service> Lifecycle<S> {
     /// A lifecycle for `service`, `Stopped`, remembering the last 64 transitions.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// assert_eq!(service.state(), State::Stopped);
+    /// ```
     pub fn new(service: S) -> Lifecycle<S> {
         Lifecycle::with_history(service, HISTORY_CAPACITY)
     }
@@ -146,13 +203,13 @@ impl<S: Service> Lifecycle<S> {
     ///
     /// ```
     /// use mvstm::lifecycle::{Lifecycle, Service};
-    /// # struct Noop;
-    /// # impl Service for Noop {
-    /// #     type Running = ();
-    /// #     type Error = String;
-    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
-    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
-    /// # }
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
     /// let service = Lifecycle::with_history(Noop, 2);
     /// for _ in 0..3 {
     ///     service.start()?;
@@ -176,16 +233,66 @@ impl<S: Service> Lifecycle<S> {
     }
 
     /// The service itself.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service};
+    /// struct Port(u16);
+    /// impl Service for Port {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Port(8080));
+    /// assert_eq!(service.service().0, 8080);
+    /// ```
     pub fn service(&self) -> &S {
         &self.inner.service
     }
 
     /// The latest committed state (one atomic read; works anywhere).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// service.start().unwrap();
+    /// assert_eq!(service.state(), State::Running);
+    /// ```
     pub fn state(&self) -> State {
         self.inner.state.load()
     }
 
     /// The state as `tx` sees it: combine with other reads, or `retry` until it changes.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use mvstm::{atomically, TVar};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// let requests = TVar::new(0u32);
+    /// // Count a request only while the service runs, in one consistent view.
+    /// let counted = atomically(|tx| {
+    ///     if service.state_in(tx)? != State::Running {
+    ///         return Ok(false);
+    ///     }
+    ///     tx.modify(&requests, |n| n + 1)?;
+    ///     Ok(true)
+    /// });
+    /// assert!(!counted);
+    /// ```
     pub fn state_in(&self, tx: &mut Txn) -> StmResult<State> {
         tx.read(&self.inner.state)
     }
@@ -195,18 +302,70 @@ impl<S: Service> Lifecycle<S> {
     ///
     /// Refused at once with [`LifecycleError::Refused`] if the service is starting, running or
     /// stopping. Never blocks on another caller.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, LifecycleError, Service, State};
+    /// struct Flaky;
+    /// impl Service for Flaky {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Err("port in use".into()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Flaky);
+    /// assert!(matches!(service.start(), Err(LifecycleError::Failed(e)) if e == "port in use"));
+    /// // The failure is recorded; the service is not stuck in `Starting` and may start again.
+    /// assert!(matches!(service.state(), State::Failed(_)));
+    /// ```
     pub fn start(&self) -> Outcome<S> {
         self.run(Op::Start)
     }
 
     /// Stop the service: claim (`Stopping`), run `Service::stop`, record `Stopped` or
     /// `Failed`. Refused at once if the service is not running.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, LifecycleError, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// assert!(matches!(service.stop(), Err(LifecycleError::Refused(_)))); // not running
+    /// service.start().unwrap();
+    /// service.stop().unwrap();
+    /// assert_eq!(service.state(), State::Stopped);
+    /// ```
     pub fn stop(&self) -> Outcome<S> {
         self.run(Op::Stop)
     }
 
     /// Stop then start the service, with no moment at which another claim could take it in
     /// between; a plain start if it is stopped or failed. Refused while starting or stopping.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// #[derive(Default)]
+    /// struct Counted { starts: AtomicU32 }
+    /// impl Service for Counted {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> {
+    ///         self.starts.fetch_add(1, Ordering::SeqCst);
+    ///         Ok(())
+    ///     }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Counted::default());
+    /// service.restart().unwrap(); // stopped: a plain start
+    /// service.restart().unwrap(); // running: stop, then start
+    /// assert_eq!(service.service().starts.load(Ordering::SeqCst), 2);
+    /// assert_eq!(service.state(), State::Running);
+    /// ```
     pub fn restart(&self) -> Outcome<S> {
         self.run(Op::Restart)
     }
@@ -226,13 +385,13 @@ impl<S: Service> Lifecycle<S> {
     /// ```
     /// use mvstm::lifecycle::{ClaimError, Lifecycle, Service, State};
     /// use mvstm::{try_atomically, TVar};
-    /// # struct Noop;
-    /// # impl Service for Noop {
-    /// #     type Running = ();
-    /// #     type Error = String;
-    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
-    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
-    /// # }
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
     /// let (web, db) = (Lifecycle::new(Noop), Lifecycle::new(Noop));
     /// let starts = TVar::new(0u32);
     /// let claims = try_atomically::<_, ClaimError>(|tx| {
@@ -257,12 +416,54 @@ impl<S: Service> Lifecycle<S> {
 
     /// Claim a stop inside the caller's transaction; aborts `tx` with a [`ClaimError`] unless
     /// the service is running. See [`claim_start`](Lifecycle::claim_start).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{ClaimError, Lifecycle, Service, State};
+    /// use mvstm::try_atomically;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let (web, db) = (Lifecycle::new(Noop), Lifecycle::new(Noop));
+    /// web.start().unwrap();
+    /// db.start().unwrap();
+    /// // Stop both, or neither.
+    /// let claims = try_atomically::<_, ClaimError>(|tx| {
+    ///     Ok([web.claim_stop(tx)?, db.claim_stop(tx)?])
+    /// })
+    /// .unwrap();
+    /// for claim in claims {
+    ///     claim.outcome().unwrap();
+    /// }
+    /// assert_eq!((web.state(), db.state()), (State::Stopped, State::Stopped));
+    /// ```
     pub fn claim_stop(&self, tx: &mut Txn) -> StmResult<Claim<S>> {
         self.claim(tx, Op::Stop)
     }
 
     /// Claim a restart inside the caller's transaction; aborts `tx` with a [`ClaimError`] while
     /// the service is starting or stopping. See [`restart`](Lifecycle::restart).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{ClaimError, Lifecycle, Op, Service, State};
+    /// use mvstm::try_atomically;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// service.start().unwrap();
+    /// let claim = try_atomically::<_, ClaimError>(|tx| service.claim_restart(tx)).unwrap();
+    /// assert_eq!(claim.op(), Op::Restart);
+    /// claim.outcome().unwrap();
+    /// assert_eq!(service.state(), State::Running);
+    /// ```
     pub fn claim_restart(&self, tx: &mut Txn) -> StmResult<Claim<S>> {
         self.claim(tx, Op::Restart)
     }
@@ -274,13 +475,13 @@ impl<S: Service> Lifecycle<S> {
     /// ```
     /// use mvstm::lifecycle::{Lifecycle, Service, State};
     /// use mvstm::try_atomically;
-    /// # struct Noop;
-    /// # impl Service for Noop {
-    /// #     type Running = ();
-    /// #     type Error = String;
-    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
-    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
-    /// # }
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
     /// #[derive(Debug)]
     /// enum Deploy { Busy(String) }
     /// let (primary, spare) = (Lifecycle::new(Noop), Lifecycle::new(Noop));
@@ -302,12 +503,44 @@ impl<S: Service> Lifecycle<S> {
     }
 
     /// Like [`claim_stop`](Lifecycle::claim_stop), returning a refusal instead of aborting.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use mvstm::atomically;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// // Not running: the refusal comes back and the transaction goes on.
+    /// let refused = atomically(|tx| Ok(service.try_claim_stop(tx)?.err()));
+    /// assert_eq!(refused.unwrap().found, State::Stopped);
+    /// ```
     pub fn try_claim_stop(&self, tx: &mut Txn) -> StmResult<Result<Claim<S>, ClaimError>> {
         self.try_claim(tx, Op::Stop, None)
     }
 
     /// Like [`claim_restart`](Lifecycle::claim_restart), returning a refusal instead of
     /// aborting.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use mvstm::atomically;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// let claim = atomically(|tx| service.try_claim_restart(tx)).unwrap();
+    /// claim.outcome().unwrap();
+    /// assert_eq!(service.state(), State::Running);
+    /// ```
     pub fn try_claim_restart(&self, tx: &mut Txn) -> StmResult<Result<Claim<S>, ClaimError>> {
         self.try_claim(tx, Op::Restart, None)
     }
@@ -365,13 +598,13 @@ impl<S: Service> Lifecycle<S> {
     /// ```
     /// use mvstm::lifecycle::{Lifecycle, Service, State};
     /// use std::time::Duration;
-    /// # struct Noop;
-    /// # impl Service for Noop {
-    /// #     type Running = ();
-    /// #     type Error = String;
-    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
-    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
-    /// # }
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
     /// let service = Lifecycle::new(Noop);
     /// let waiter = {
     ///     let service = service.clone();
@@ -409,13 +642,13 @@ impl<S: Service> Lifecycle<S> {
     /// ```
     /// use mvstm::lifecycle::{Lifecycle, Service, State};
     /// use std::sync::{Arc, Mutex};
-    /// # struct Noop;
-    /// # impl Service for Noop {
-    /// #     type Running = ();
-    /// #     type Error = String;
-    /// #     fn start(&self) -> Result<(), String> { Ok(()) }
-    /// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
-    /// # }
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
     /// let service = Lifecycle::new(Noop);
     /// let seen = Arc::new(Mutex::new(Vec::new()));
     /// let sink = Arc::clone(&seen);
@@ -435,6 +668,29 @@ impl<S: Service> Lifecycle<S> {
     }
 
     /// Remove a subscription; `false` if it was already removed.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let counter = Arc::clone(&calls);
+    /// let id = service.subscribe(move |_| {
+    ///     counter.fetch_add(1, Ordering::SeqCst);
+    /// });
+    /// assert!(service.unsubscribe(id));
+    /// assert!(!service.unsubscribe(id)); // already removed
+    /// service.start().unwrap();
+    /// assert_eq!(calls.load(Ordering::SeqCst), 0);
+    /// ```
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
         let subscribers = &mut self.inner.subscribers.lock().1;
         let before = subscribers.len();
@@ -445,6 +701,22 @@ impl<S: Service> Lifecycle<S> {
     /// The most recent transitions, oldest first (bounded, see
     /// [`with_history`](Lifecycle::with_history)); consistent with [`state`](Lifecycle::state)
     /// at one instant.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// service.start().unwrap();
+    /// let steps: Vec<String> = service.history().iter().map(|t| t.to_string()).collect();
+    /// assert_eq!(steps, ["#1 stopped -> starting", "#2 starting -> running"]);
+    /// assert_eq!(service.history().last().unwrap().to, State::Running);
+    /// ```
     pub fn history(&self) -> Vec<Transition> {
         let history = &self.inner.history;
         atomically(|tx| {
@@ -663,6 +935,22 @@ impl<S: Service> Drop for Settle<'_, S> {
 
 impl<S: Service> Claim<S> {
     /// The operation this claim made (a restart of a stopped service reports `Restart`).
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{ClaimError, Lifecycle, Op, Service};
+    /// use mvstm::try_atomically;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// let claim = try_atomically::<_, ClaimError>(|tx| service.claim_start(tx)).unwrap();
+    /// assert_eq!(claim.op(), Op::Start);
+    /// claim.outcome().unwrap();
+    /// ```
     pub fn op(&self) -> Op {
         self.op
     }
@@ -672,6 +960,22 @@ impl<S: Service> Claim<S> {
     /// # Panics
     ///
     /// If the claiming transaction has not committed yet: call it after `atomically` returns.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{ClaimError, Lifecycle, LifecycleError, Service};
+    /// use mvstm::try_atomically;
+    /// struct Broken;
+    /// impl Service for Broken {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Err("no config".into()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Broken);
+    /// let claim = try_atomically::<_, ClaimError>(|tx| service.claim_start(tx)).unwrap();
+    /// // The claim committed; the start ran in its after_commit hook and failed.
+    /// assert!(matches!(claim.outcome(), Err(LifecycleError::Failed(e)) if e == "no config"));
+    /// ```
     pub fn outcome(self) -> Outcome<S> {
         self.outcome
             .lock()

@@ -19,13 +19,13 @@ use std::sync::Arc;
 ///
 /// ```
 /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service, State};
-/// # struct Noop;
-/// # impl Service for Noop {
-/// #     type Running = ();
-/// #     type Error = String;
-/// #     fn start(&self) -> Result<(), String> { Ok(()) }
-/// #     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
-/// # }
+/// struct Noop;
+/// impl Service for Noop {
+///     type Running = ();
+///     type Error = String;
+///     fn start(&self) -> Result<(), String> { Ok(()) }
+///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+/// }
 /// let registry = Registry::new();
 /// registry.register("db", Lifecycle::new(Noop), &[])?;
 /// registry.register("api", Lifecycle::new(Noop), &["db"])?;
@@ -183,6 +183,12 @@ impl Error for RegistryError {
 
 impl Registry {
     /// An empty registry.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::Registry;
+    /// let registry = Registry::new();
+    /// assert!(registry.status().is_empty());
+    /// ```
     pub fn new() -> Registry {
         Registry::default()
     }
@@ -190,6 +196,25 @@ impl Registry {
     /// Add `lifecycle` under `name`, requiring the services named in `requires` (which may be
     /// registered later). Refused if the name is taken or the requirements would form a cycle.
     /// Keep a clone of the lifecycle to reach the service itself.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let registry = Registry::new();
+    /// registry.register("a", Lifecycle::new(Noop), &["b"])?; // "b" may come later
+    /// let again = registry.register("a", Lifecycle::new(Noop), &[]);
+    /// assert!(matches!(again, Err(RegistryError::Duplicate(_))));
+    /// // "b" requiring "a" would close a cycle.
+    /// let cycle = registry.register("b", Lifecycle::new(Noop), &["a"]);
+    /// assert!(matches!(cycle, Err(RegistryError::Cycle(_))));
+    /// # Ok::<(), RegistryError>(())
+    /// ```
     pub fn register<S: Service>(
         &self,
         name: &str,
@@ -251,11 +276,45 @@ impl Registry {
     }
 
     /// The state of `name`.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let registry = Registry::new();
+    /// registry.register("cache", Lifecycle::new(Noop), &[])?;
+    /// assert_eq!(registry.state("cache")?, State::Stopped);
+    /// assert!(matches!(registry.state("nope"), Err(RegistryError::Unknown(_))));
+    /// # Ok::<(), RegistryError>(())
+    /// ```
     pub fn state(&self, name: &str) -> Result<State, RegistryError> {
         try_atomically(|tx| self.entry(tx, name)?.service.state_in(tx))
     }
 
     /// Every service and its state, sorted by name, from one consistent snapshot.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Registry, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let registry = Registry::new();
+    /// registry.register("web", Lifecycle::new(Noop), &[]).unwrap();
+    /// registry.register("db", Lifecycle::new(Noop), &[]).unwrap();
+    /// registry.start("db").unwrap();
+    /// let status = registry.status(); // sorted by name
+    /// assert_eq!(status[0], ("db".to_string(), State::Running));
+    /// assert_eq!(status[1], ("web".to_string(), State::Stopped));
+    /// ```
     pub fn status(&self) -> Vec<(String, State)> {
         let mut all = atomically(|tx| {
             let entries = self.services.snapshot(tx)?;
@@ -270,11 +329,50 @@ impl Registry {
     }
 
     /// Start `name`; refused while a service it requires is not running.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let registry = Registry::new();
+    /// registry.register("db", Lifecycle::new(Noop), &[])?;
+    /// registry.register("api", Lifecycle::new(Noop), &["db"])?;
+    /// assert!(registry.start("api").is_err()); // "db" is not running
+    /// registry.start("db")?;
+    /// registry.start("api")?;
+    /// assert_eq!(registry.state("api")?, State::Running);
+    /// # Ok::<(), RegistryError>(())
+    /// ```
     pub fn start(&self, name: &str) -> Result<(), RegistryError> {
         self.run(name, Op::Start)
     }
 
     /// Stop `name`; refused while a service that requires it is not stopped.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let registry = Registry::new();
+    /// registry.register("db", Lifecycle::new(Noop), &[])?;
+    /// registry.register("api", Lifecycle::new(Noop), &["db"])?;
+    /// registry.start_with_deps("api")?;
+    /// assert!(registry.stop("db").is_err()); // "api" still runs
+    /// registry.stop("api")?;
+    /// registry.stop("db")?;
+    /// assert_eq!(registry.state("db")?, State::Stopped);
+    /// # Ok::<(), RegistryError>(())
+    /// ```
     pub fn stop(&self, name: &str) -> Result<(), RegistryError> {
         self.run(name, Op::Stop)
     }
@@ -282,6 +380,23 @@ impl Registry {
     /// Restart `name` (stop then start with no gap, or start it if stopped): refused while a
     /// service that requires it is not stopped, and, if it is not running, while a requirement
     /// is not running.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let registry = Registry::new();
+    /// registry.register("worker", Lifecycle::new(Noop), &[])?;
+    /// registry.restart("worker")?; // stopped: a plain start
+    /// registry.restart("worker")?; // running: stop, then start with no gap
+    /// assert_eq!(registry.state("worker")?, State::Running);
+    /// # Ok::<(), RegistryError>(())
+    /// ```
     pub fn restart(&self, name: &str) -> Result<(), RegistryError> {
         self.run(name, Op::Restart)
     }
@@ -340,6 +455,24 @@ impl Registry {
     /// all claimed in one transaction (all or none), then started in dependency order. A
     /// service whose requirement failed to start is called off (back to `Stopped`). Returns
     /// the first failure.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service, State};
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let registry = Registry::new();
+    /// registry.register("disk", Lifecycle::new(Noop), &[])?;
+    /// registry.register("db", Lifecycle::new(Noop), &["disk"])?;
+    /// registry.register("api", Lifecycle::new(Noop), &["db"])?;
+    /// registry.start_with_deps("api")?; // disk, then db, then api
+    /// assert!(registry.status().iter().all(|(_, state)| *state == State::Running));
+    /// # Ok::<(), RegistryError>(())
+    /// ```
     pub fn start_with_deps(&self, name: &str) -> Result<(), RegistryError> {
         let claims = try_atomically(|tx| {
             let mut order = Vec::new();

@@ -33,12 +33,25 @@ pub enum State {
 
 impl State {
     /// `Starting` or `Stopping`: an operation owns the service.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::State;
+    /// assert!(State::Starting.is_busy() && State::Stopping.is_busy());
+    /// assert!(!State::Running.is_busy());
+    /// ```
     pub fn is_busy(&self) -> bool {
         matches!(self, State::Starting | State::Stopping)
     }
 
     /// Whether a claim of `op` succeeds in this state: a start from `Stopped` or `Failed`, a
     /// stop from `Running`, a restart from any of the three.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Op, State};
+    /// assert!(State::Running.admits(Op::Stop));
+    /// assert!(State::Running.admits(Op::Restart));
+    /// assert!(!State::Running.admits(Op::Start));
+    /// ```
     pub fn admits(&self, op: Op) -> bool {
         match op {
             Op::Start => matches!(self, State::Stopped | State::Failed(_)),
