@@ -79,7 +79,7 @@ impl Hooks {
         self.after_commit.push(hook);
     }
 
-    /// Whether the commit must run `on_commit` hooks (and so take the read-locking path).
+    /// Whether the commit must run `on_commit` hooks (and so take the path that holds reads).
     #[inline]
     pub(crate) fn has_on_commit(&self) -> bool {
         !self.on_commit.is_empty()
