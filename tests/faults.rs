@@ -290,6 +290,25 @@ fn worker(bank: Bank, seed: u64) -> Tally {
     tally
 }
 
+/// A thread blocked in `retry` is woken by a commit of what it read.
+fn blocking_and_waking_still_work() {
+    let flag = TVar::new(false);
+    let waiter = {
+        let flag = flag.clone();
+        spawn_reporting(move || {
+            atomically(|tx| -> StmResult<u8> {
+                if !tx.read(&flag)? {
+                    return retry();
+                }
+                Ok(1)
+            })
+        })
+    };
+    thread::sleep(common::QUIET);
+    atomically(|tx| tx.write(&flag, true));
+    assert_eq!(finish(&waiter, "a waiter after the faults"), 1);
+}
+
 #[test]
 fn panics_in_bodies_and_every_hook_kind_leave_a_consistent_usable_runtime() {
     silence_panics_of::<Injected>();
@@ -436,22 +455,7 @@ fn panics_in_bodies_and_every_hook_kind_leave_a_consistent_usable_runtime() {
     };
     assert_eq!(log.get(), expected);
 
-    // Blocking and waking still work.
-    let flag = TVar::new(false);
-    let waiter = {
-        let flag = flag.clone();
-        spawn_reporting(move || {
-            atomically(|tx| -> StmResult<u8> {
-                if !tx.read(&flag)? {
-                    return retry();
-                }
-                Ok(1)
-            })
-        })
-    };
-    thread::sleep(common::QUIET);
-    atomically(|tx| tx.write(&flag, true));
-    assert_eq!(finish(&waiter, "a waiter after the faults"), 1);
+    blocking_and_waking_still_work();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -675,36 +679,20 @@ fn panics_in_clones_and_destructors_leave_every_commit_whole() {
         "commits and after_commit hooks disagree"
     );
     // The lifecycle settled, and it still works.
-    let state = service.state();
-    assert!(
-        !matches!(state, State::Starting | State::Stopping),
-        "the lifecycle was left {state:?}"
-    );
-    for _ in 0..4 {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            let _ = service.stop();
-            let _ = service.start();
-        }));
+    let settled = || {
         let state = service.state();
         assert!(
             !matches!(state, State::Starting | State::Stopping),
             "the lifecycle was left {state:?}"
         );
-    }
-    // Blocking and waking still work.
-    let flag = TVar::new(false);
-    let waiter = {
-        let flag = flag.clone();
-        spawn_reporting(move || {
-            atomically(|tx| -> StmResult<u8> {
-                if !tx.read(&flag)? {
-                    return retry();
-                }
-                Ok(1)
-            })
-        })
     };
-    thread::sleep(common::QUIET);
-    atomically(|tx| tx.write(&flag, true));
-    assert_eq!(finish(&waiter, "a waiter after the faults"), 1);
+    settled();
+    for _ in 0..4 {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            let _ = service.stop();
+            let _ = service.start();
+        }));
+        settled();
+    }
+    blocking_and_waking_still_work();
 }

@@ -530,23 +530,17 @@ fn abort_cause_is_comparable_and_printable() {
     assert_eq!(copy, AbortCause::Retry);
 }
 
-/// Runs a transaction on another thread that reads `shared`, writes `own` and then sits in its
-/// `on_commit` hook until the returned sender is dropped; returns once it sits there.
+/// Runs a transaction on another thread that does `body` and then sits in its `on_commit` hook
+/// until the returned sender is dropped; returns once it sits there.
 fn sit_in_on_commit(
-    shared: &TVar<u64>,
-    own: &TVar<u64>,
+    body: impl Fn(&mut mvstm::Txn) -> StmResult<()> + Send + 'static,
 ) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let (sitting_tx, sitting_rx) = mpsc::channel::<()>();
-    let (shared, own) = (shared.clone(), own.clone());
     let holder = thread::spawn(move || {
-        let (release_rx, sitting_tx) = (
-            std::sync::Arc::new(std::sync::Mutex::new(release_rx)),
-            sitting_tx,
-        );
+        let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
         atomically(|tx| {
-            let seen = tx.read(&shared)?;
-            tx.write(&own, seen + 1)?;
+            body(tx)?;
             let (release_rx, sitting_tx) = (release_rx.clone(), sitting_tx.clone());
             tx.on_commit(move || {
                 let _ = sitting_tx.send(());
@@ -562,13 +556,25 @@ fn sit_in_on_commit(
     (release_tx, holder)
 }
 
+/// [`sit_in_on_commit`] with a body that reads `shared` and writes `own` (what it read, plus 1).
+fn read_and_sit_in_on_commit(
+    shared: &TVar<u64>,
+    own: &TVar<u64>,
+) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+    let (shared, own) = (shared.clone(), own.clone());
+    sit_in_on_commit(move |tx| {
+        let seen = tx.read(&shared)?;
+        tx.write(&own, seen + 1)
+    })
+}
+
 /// PITFALLS 14: a committer sitting in its `on_commit` hook holds what it only read *shared*.
 /// Another committer that only reads the same variable (writers of different `TMap` keys both
 /// read the table) commits meanwhile, with or without hooks of its own.
 #[test]
 fn an_on_commit_hook_does_not_block_committers_that_only_read_the_same_variable() {
     let (shared, a, b) = (TVar::new(7u64), TVar::new(0u64), TVar::new(0u64));
-    let (release, holder) = sit_in_on_commit(&shared, &a);
+    let (release, holder) = read_and_sit_in_on_commit(&shared, &a);
     let (s, b2) = (shared.clone(), b.clone());
     let other = common::spawn_reporting(move || {
         // Without hooks, then with an on_commit hook of its own.
@@ -597,24 +603,9 @@ fn an_on_commit_hook_does_not_block_committers_that_only_read_the_same_variable(
 fn writers_of_different_map_keys_do_not_conflict_through_an_on_commit_hook() {
     use mvstm::collections::TMap;
     let map: TMap<String, u64> = TMap::new();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let (sitting_tx, sitting_rx) = mpsc::channel::<()>();
     let m = map.clone();
-    let holder = thread::spawn(move || {
-        let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
-        atomically(|tx| {
-            m.insert(tx, "a".to_string(), 1)?;
-            let (release_rx, sitting_tx) = (release_rx.clone(), sitting_tx.clone());
-            tx.on_commit(move || {
-                let _ = sitting_tx.send(());
-                let _ = release_rx.lock().unwrap().recv();
-            });
-            Ok(())
-        });
-    });
-    sitting_rx
-        .recv_timeout(common::LIMIT)
-        .expect("the holder never reached its on_commit hook");
+    let (release_tx, holder) =
+        sit_in_on_commit(move |tx| m.insert(tx, "a".to_string(), 1).map(|_| ()));
     let m = map.clone();
     let other = common::spawn_reporting(move || {
         atomically(|tx| {
@@ -638,7 +629,7 @@ fn writers_of_different_map_keys_do_not_conflict_through_an_on_commit_hook() {
 #[test]
 fn a_writer_of_a_held_variable_commits_after_the_holder() {
     let (shared, a) = (TVar::new(1u64), TVar::new(0u64));
-    let (release, holder) = sit_in_on_commit(&shared, &a);
+    let (release, holder) = read_and_sit_in_on_commit(&shared, &a);
     let (s, a2) = (shared.clone(), a.clone());
     let writer = common::spawn_reporting(move || {
         atomically(|tx| {
