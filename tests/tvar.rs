@@ -314,3 +314,72 @@ fn a_dropped_tvar_is_freed_while_its_thread_keeps_committing() {
     drop(v);
     drops.assert_all_dropped("after this thread dropped the TVar");
 }
+
+/// A value that counts its clones.
+struct CountsClones(Arc<std::sync::atomic::AtomicUsize>, u64);
+
+impl Clone for CountsClones {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        CountsClones(self.0.clone(), self.1)
+    }
+}
+
+/// `read_with` borrows: no clone of a committed value or of a buffered write, and it sees the
+/// buffered write.
+#[test]
+fn read_with_borrows_the_committed_value_and_the_buffered_write() {
+    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let v = TVar::new(CountsClones(clones.clone(), 7));
+    let seen = atomically(|tx| tx.read_with(&v, |c| c.1));
+    assert_eq!(seen, 7);
+    let (before, after) = atomically(|tx| {
+        let before = tx.read_with(&v, |c| c.1)?;
+        tx.write(&v, CountsClones(clones.clone(), 9))?;
+        Ok((before, tx.read_with(&v, |c| c.1)?))
+    });
+    assert_eq!((before, after), (7, 9));
+    assert_eq!(
+        clones.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "read_with cloned the value"
+    );
+}
+
+/// A read through `read_with` is validated like any read: a commit to it between the read and
+/// the commit re-runs the body, and the re-run sees the new value.
+#[test]
+fn read_with_is_validated_at_commit() {
+    let (v, out) = (TVar::new(1u64), TVar::new(0u64));
+    let mut first = true;
+    let runs = atomically(|tx| {
+        let seen = tx.read_with(&v, |x| *x)?;
+        if std::mem::take(&mut first) {
+            let v2 = v.clone();
+            std::thread::spawn(move || atomically(|tx| tx.write(&v2, 2)))
+                .join()
+                .unwrap();
+        }
+        tx.write(&out, seen)?;
+        Ok(tx.attempt())
+    });
+    assert_eq!((runs, out.load()), (2, 2));
+}
+
+/// A `retry` after a `read_with` waits on what it read.
+#[test]
+fn retry_waits_on_what_read_with_read() {
+    let flag = TVar::new(false);
+    let f = flag.clone();
+    let waiter = std::thread::spawn(move || {
+        atomically(|tx| {
+            if !tx.read_with(&f, |b| *b)? {
+                return mvstm::retry();
+            }
+            Ok(tx.attempt())
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    atomically(|tx| tx.write(&flag, true));
+    assert!(waiter.join().unwrap() >= 1);
+}
