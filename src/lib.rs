@@ -241,7 +241,8 @@ pub mod lifecycle {
 }
 
 pub use mvstm_core::{
-    atomically, retry, try_atomically, AbortCause, AnyTVar, StmError, StmResult, TVar, Txn,
+    atomically, atomically_timeout, retry, try_atomically, AbortCause, AnyTVar, StmError,
+    StmResult, TVar, TimedOut, Txn,
 };
 
 #[cfg(feature = "durable")]

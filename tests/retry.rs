@@ -691,3 +691,72 @@ fn retry_on_only_dropped_tvars_panics_instead_of_hanging() {
     let msg = panic_message(&*r.expect_err("a retry with nothing to wait on returned"));
     assert!(msg.contains("retry would block forever"), "{msg}");
 }
+
+/// API.md §6: `atomically_timeout` gives up once the call has waited longer than its limit in
+/// total, across re-runs, and publishes nothing of the attempt that waited.
+#[test]
+fn atomically_timeout_gives_up_after_its_total_limit_and_publishes_nothing() {
+    use mvstm::{atomically_timeout, TimedOut};
+    let (empty, written) = (TVar::new(None::<u32>), TVar::new(0u32));
+    let (noise, stop) = (
+        TVar::new(0u32),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    // Changes to `noise` wake the waiter again and again: each re-run waits anew, and the
+    // limit still counts the total.
+    let nudger = {
+        let (noise, stop) = (noise.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                atomically(|tx| tx.modify(&noise, |n| n + 1));
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let runs = AtomicUsize::new(0);
+    let started = Instant::now();
+    let r: Result<u32, TimedOut> = atomically_timeout(Duration::from_millis(100), |tx| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        tx.write(&written, 1)?;
+        tx.read(&noise)?;
+        match tx.read(&empty)? {
+            Some(x) => Ok(x),
+            None => retry(),
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    nudger.join().unwrap();
+    assert_eq!(r, Err(TimedOut));
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert!(
+        runs.load(Ordering::SeqCst) > 1,
+        "the waiter was never woken and re-run"
+    );
+    assert_eq!(
+        written.load(),
+        0,
+        "the timed-out attempt published its write"
+    );
+}
+
+/// Within its limit, `atomically_timeout` is `atomically`: a commit that makes the body succeed
+/// wakes it, and a body that never retries commits.
+#[test]
+fn atomically_timeout_returns_the_value_within_its_limit() {
+    use mvstm::atomically_timeout;
+    assert_eq!(
+        atomically_timeout(Duration::from_millis(1), |_| Ok(5)),
+        Ok(5)
+    );
+    let slot = TVar::new(None::<u32>);
+    let filler = slot.clone();
+    let rx = spawn_reporting(move || {
+        atomically_timeout(LIMIT, |tx| match tx.read(&filler)? {
+            Some(x) => Ok(x),
+            None => retry(),
+        })
+    });
+    thread::sleep(QUIET);
+    atomically(|tx| tx.write(&slot, Some(9)));
+    assert_eq!(finish(&rx, "atomically_timeout woken by a commit"), Ok(9));
+}

@@ -150,3 +150,23 @@ impl fmt::Display for StmError {
 pub fn retry<T>() -> StmResult<T> {
     Err(StmError::retry(RetryKind::Reads))
 }
+
+/// The error of [`atomically_timeout`](crate::atomically_timeout): the call spent longer than its
+/// limit blocked in `retry`, and published nothing.
+///
+/// ```
+/// use mvstm::TimedOut;
+/// assert_eq!(TimedOut.to_string(), "the transaction waited in retry for longer than its limit");
+/// let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(TimedOut);
+/// assert!(boxed.source().is_none());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimedOut;
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the transaction waited in retry for longer than its limit")
+    }
+}
+
+impl std::error::Error for TimedOut {}

@@ -47,10 +47,10 @@ mod sync;
 mod tvar;
 mod txn;
 
-pub use error::{retry, AbortCause, StmError, StmResult};
+pub use error::{retry, AbortCause, StmError, StmResult, TimedOut};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use runtime::loom_release_thread;
-pub use runtime::{atomically, try_atomically};
+pub use runtime::{atomically, atomically_timeout, try_atomically};
 pub use tvar::TVar;
 pub use txn::{AnyTVar, Txn};

@@ -261,6 +261,12 @@ impl Wait {
         self.registered = registered;
     }
 
+    /// Stop waiting after `left` at most (the call's own limit, `atomically_timeout`), or at
+    /// the `retry_for` timeout if that comes first.
+    pub(crate) fn limit(&mut self, left: Duration) {
+        self.timeout = Some(self.timeout.map_or(left, |t| t.min(left)));
+    }
+
     /// Whether nothing could ever end this wait: no variable to watch and no timeout.
     pub(crate) fn is_endless(&self) -> bool {
         self.registered.is_empty() && self.timeout.is_none()

@@ -8,7 +8,7 @@
 
 use crate::commit::CommitError;
 use crate::contention::Contention;
-use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult};
+use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult, TimedOut};
 use crate::hooks::{self, Veto};
 use crate::log::Panic;
 use crate::parking::{Predicate, Wait};
@@ -314,13 +314,56 @@ enum Abandon {
 /// assert_eq!(sum, 3);
 /// ```
 pub fn atomically<T>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> T {
-    match run(body) {
+    match run(body, None) {
         Ok(value) => value,
         Err(_) => panic!(
             "a transaction run by `atomically` was aborted with an error (Txn::abort or a \
              try_on_commit veto); use `try_atomically` to receive the error"
         ),
     }
+}
+
+/// Run `body` as [`atomically`] does, but give up once the call has spent `limit` blocked in
+/// `retry` (and its variants) in total: then nothing of it is published and the result is
+/// `Err(TimedOut)` (ScalaSTM's `withRetryTimeout`).
+///
+/// Only waiting counts: a body that never retries runs to its commit however long it takes.
+/// `retry_for` inside counts against the same total.
+///
+/// # Panics
+///
+/// As [`atomically`], except that a `retry` with nothing to wait on waits out the limit instead.
+///
+/// ```
+/// use mvstm::{atomically_timeout, retry, TimedOut, TVar};
+/// use std::time::Duration;
+/// let empty = TVar::new(None::<u32>);
+/// let r = atomically_timeout(Duration::from_millis(20), |tx| match tx.read(&empty)? {
+///     Some(x) => Ok(x),
+///     None => retry(),
+/// });
+/// assert_eq!(r, Err(TimedOut));
+/// ```
+pub fn atomically_timeout<T>(
+    limit: Duration,
+    body: impl FnMut(&mut Txn) -> StmResult<T>,
+) -> Result<T, TimedOut> {
+    match run(body, Some(limit)) {
+        Ok(value) => Ok(value),
+        Err(Ended::TimedOut) => Err(TimedOut),
+        Err(Ended::Aborted(_)) => panic!(
+            "a transaction run by `atomically_timeout` was aborted with an error (Txn::abort or \
+             a try_on_commit veto); use `try_atomically` to receive the error"
+        ),
+    }
+}
+
+/// How a call ended without a value.
+enum Ended {
+    /// `Txn::abort` or a vetoing `try_on_commit` hook, with the error.
+    Aborted(Box<dyn Any>),
+    /// The call's limit on waiting (`atomically_timeout`) passed.
+    TimedOut,
 }
 
 /// Run `body` as a transaction that may abort with an error of type `E`.
@@ -346,16 +389,23 @@ pub fn atomically<T>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> T {
 /// assert_eq!(r, Err(Insufficient));
 /// ```
 pub fn try_atomically<T, E: 'static>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, E> {
-    run(body).map_err(|error| match error.downcast::<E>() {
-        Ok(e) => *e,
-        Err(_) => panic!(
-            "try_atomically::<_, {}>: the transaction aborted with an error of another type",
-            std::any::type_name::<E>()
-        ),
+    run(body, None).map_err(|ended| match ended {
+        Ended::Aborted(error) => match error.downcast::<E>() {
+            Ok(e) => *e,
+            Err(_) => panic!(
+                "try_atomically::<_, {}>: the transaction aborted with an error of another type",
+                std::any::type_name::<E>()
+            ),
+        },
+        Ended::TimedOut => unreachable!("a call without a limit timed out"),
     })
 }
 
-fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn Any>> {
+/// The attempt loop; `limit` bounds the total time blocked in `retry` (`atomically_timeout`).
+fn run<T>(
+    mut body: impl FnMut(&mut Txn) -> StmResult<T>,
+    limit: Option<Duration>,
+) -> Result<T, Ended> {
     if in_transaction() {
         panic!(
             "`atomically` called inside a transaction or an on_commit hook; pass the `&mut Txn` \
@@ -426,7 +476,10 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                 }
                 // Register while still pinned: the logged headers are live until we unpin.
                 let txn = &mut *tx;
-                let wait = Wait::register(&mut txn.wait, &txn.reads);
+                let mut wait = Wait::register(&mut txn.wait, &txn.reads);
+                if let Some(limit) = limit {
+                    wait.limit(limit.saturating_sub(tx.blocked));
+                }
                 tx.abandon(AbortCause::Retry, flags);
                 if wait.is_endless() {
                     panic!(
@@ -435,10 +488,13 @@ fn run<T>(mut body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, Box<dyn A
                     );
                 }
                 tx.blocked += wait.block();
+                if limit.is_some_and(|limit| tx.blocked >= limit) {
+                    return Err(Ended::TimedOut);
+                }
             }
             Abandon::Abort(e) => {
                 tx.abandon(AbortCause::Abort, flags);
-                return Err(e);
+                return Err(Ended::Aborted(e));
             }
             Abandon::Panic(p) => {
                 tx.abandon(AbortCause::Panic, flags);
