@@ -10,7 +10,7 @@
 //! `cargo bench -p mvstm-durable --bench durable`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use mvstm::durable::Store;
+use mvstm::durable::{Queue, Store};
 use mvstm::lifecycle::{CommandQueue, EnqueueError};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,19 @@ fn in_memory(c: &mut Criterion) {
     g.finish();
 }
 
+/// Handle commands of `q` until `n` were handled.
+fn process_all(q: &Queue<u64>, n: u64) {
+    let mut done = 0;
+    while done < n as usize {
+        done += q
+            .process_due(|x: u64| -> Result<(), String> {
+                black_box(x);
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
 fn on_database(c: &mut Criterion, label: &str, url: &str) {
     let store = Store::open(url).unwrap();
     let mut g = c.benchmark_group("durable_queue");
@@ -65,15 +78,7 @@ fn on_database(c: &mut Criterion, label: &str, url: &str) {
             for i in 0..iters {
                 q.enqueue(&i).unwrap();
             }
-            let mut done = 0;
-            while done < iters as usize {
-                done += q
-                    .process_due(|x: u64| -> Result<(), String> {
-                        black_box(x);
-                        Ok(())
-                    })
-                    .unwrap();
-            }
+            process_all(&q, iters);
             began.elapsed()
         });
     });
@@ -96,15 +101,7 @@ fn on_database(c: &mut Criterion, label: &str, url: &str) {
                     .unwrap();
                 left -= n;
             }
-            let mut done = 0;
-            while done < iters as usize {
-                done += q
-                    .process_due(|x: u64| -> Result<(), String> {
-                        black_box(x);
-                        Ok(())
-                    })
-                    .unwrap();
-            }
+            process_all(&q, iters);
             began.elapsed()
         });
     });
