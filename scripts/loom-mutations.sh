@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Show that each loom model added for the reliability work fails on the bug it is about.
+# Show that each loom model added for the reliability and engine work fails on the bug it is about.
 #
 #   scripts/loom-mutations.sh           # every mutation, at preemption bound 2
 #   scripts/loom-mutations.sh hold      # only the mutations whose name contains "hold"
@@ -87,5 +87,15 @@ mutate abort_not_final a_swallowed_abort_never_commits \
 mutate tbqueue_push_ignores_full tbqueue_of_one_hands_over_two_items_in_order \
     crates/mvstm-collections/src/ring.rs \
     's/if tx\.read\(slots\.slot\(tail\)\)\?\.is_some\(\) \{/if false \&\& tx.read(slots.slot(tail))?.is_some() {/'
+
+mutate undecided_read_as_old a_reader_floors_an_undecided_commit_and_the_writer_restamps \
+    crates/mvstm-core/src/clock.rs \
+    's/State::Floor\(_\) \| State::Open => floor_word\(rv\),/State::Floor(_) | State::Open => return 0,/'
+mutate decide_ignores_the_floor a_reader_floors_an_undecided_commit_and_the_writer_restamps \
+    crates/mvstm-core/src/clock.rs \
+    's/State::Floor\(f\) if f >= wv => \{/State::Floor(f) if f >= wv \&\& false => {/'
+mutate stamp_before_link a_reader_floors_an_undecided_commit_and_the_writer_restamps \
+    crates/mvstm-core/src/commit.rs \
+    's/self\.link_writes\(\);\n(\s*)let mut wv = clock::take_stamp\(\);\n(\s*)self\.check_waiters\(\);\n(\s*)loop \{/let mut wv = clock::take_stamp();\n$1self.link_writes();\n$2self.check_waiters();\n$3loop {/'
 
 exit $missed

@@ -8,8 +8,17 @@
 //!
 //! Blocks are ordinary global-allocator blocks of the exact layout of the value they hold, so a
 //! block can come from `Box` and go back through [`dealloc`], or the reverse. A stack holds
-//! blocks of one `(size, align)` only, and is bounded; beyond it blocks go back to the global
-//! allocator. At thread exit the cached blocks are freed.
+//! blocks of one `(size, align)` only, and is bounded. At thread exit the cached blocks are freed.
+//!
+//! Threads do not free what they allocate: the epoch collector frees old versions on whichever
+//! thread collects, in bursts, so one thread's stack overflows while another's runs dry, and
+//! both would fall through to the global allocator (with two committing threads, glibc's
+//! cross-thread frees and the consolidations they cause were the largest cost of a transfer).
+//! So a full stack is handed whole to a per-class *depot* and the thread goes on with an empty
+//! one, and an empty stack takes a full one from the depot before it asks the global allocator
+//! (Bonwick's magazines): one lock per [`CAP`] blocks moves memory from the threads that free to
+//! the threads that allocate. The depot keeps at most [`DEPOT_FULL`] full stacks per class;
+//! beyond that their blocks go back to the global allocator.
 //!
 //! Under loom the cache is off and every block goes to the global allocator: it is memory
 //! private to one thread, with nothing to model, and the version frees that crossbeam-epoch runs
@@ -26,8 +35,75 @@ use std::ptr::NonNull;
 const MAX_SIZE: usize = 256;
 const CLASSES: usize = MAX_SIZE / 8;
 
-/// Free blocks kept per class and thread.
+/// Free blocks kept per class and thread: the size of one magazine.
 const CAP: usize = 512;
+
+/// Full magazines the depot keeps per class.
+#[cfg(not(loom))]
+const DEPOT_FULL: usize = 64;
+
+/// A stack of free blocks of one class, moved between threads whole.
+#[cfg(not(loom))]
+struct Magazine(Vec<NonNull<u8>>);
+
+// SAFETY: the blocks are free global-allocator memory owned by the magazine alone; any thread
+// may hand them out or free them.
+#[cfg(not(loom))]
+unsafe impl Send for Magazine {}
+
+/// Full magazines for the threads whose stacks ran dry, and empty ones (their buffers) for the
+/// threads whose stacks filled up.
+#[cfg(not(loom))]
+struct Depot {
+    full: Vec<Magazine>,
+    empty: Vec<Magazine>,
+}
+
+#[cfg(not(loom))]
+static DEPOT: [crate::sync::Mutex<Depot>; CLASSES] = [const {
+    crate::sync::Mutex::new(Depot {
+        full: Vec::new(),
+        empty: Vec::new(),
+    })
+}; CLASSES];
+
+/// Swap this thread's empty stack of `class` for a full magazine from the depot; false if the
+/// depot has none.
+#[cfg(not(loom))]
+#[cold]
+fn refill(stack: &mut Vec<NonNull<u8>>, class: usize) -> bool {
+    let mut depot = DEPOT[class].lock();
+    let Some(Magazine(full)) = depot.full.pop() else {
+        return false;
+    };
+    let empty = std::mem::replace(stack, full);
+    depot.empty.push(Magazine(empty));
+    true
+}
+
+/// Hand this thread's full stack of `class` to the depot and go on with an empty one.
+#[cfg(not(loom))]
+#[cold]
+fn spill(stack: &mut Vec<NonNull<u8>>, class: usize) {
+    let mut depot = DEPOT[class].lock();
+    let empty = depot
+        .empty
+        .pop()
+        .map_or_else(|| Vec::with_capacity(CAP), |Magazine(v)| v);
+    let mut full = std::mem::replace(stack, empty);
+    if depot.full.len() < DEPOT_FULL {
+        depot.full.push(Magazine(full));
+        return;
+    }
+    drop(depot);
+    let layout = layout_of(class);
+    for block in full.drain(..) {
+        // SAFETY: cached blocks are global-allocator blocks of their class's layout, owned by
+        // the cache alone.
+        unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+    }
+    DEPOT[class].lock().empty.push(Magazine(full));
+}
 
 // Under loom no `Stacks` is ever built (module docs).
 #[cfg_attr(loom, allow(dead_code))]
@@ -120,7 +196,15 @@ fn layout_of(class: usize) -> Layout {
 pub(crate) fn alloc<T>() -> NonNull<T> {
     let layout = Layout::new::<T>();
     if let Some(class) = class_of(layout) {
-        if let Some(Some(block)) = with_stacks(|s| s.0[class].pop()) {
+        let cached = with_stacks(|s| {
+            let stack = &mut s.0[class];
+            if stack.is_empty() {
+                #[cfg(not(loom))]
+                refill(stack, class);
+            }
+            stack.pop()
+        });
+        if let Some(Some(block)) = cached {
             return block.cast();
         }
     }
@@ -145,13 +229,13 @@ pub(crate) unsafe fn dealloc<T>(block: NonNull<T>) {
     if let Some(class) = class_of(layout) {
         let kept = with_stacks(|s| {
             let stack = &mut s.0[class];
-            let room = stack.len() < CAP;
-            if room {
-                stack.push(block.cast());
+            if stack.len() >= CAP {
+                #[cfg(not(loom))]
+                spill(stack, class);
             }
-            room
+            stack.push(block.cast());
         });
-        if kept == Some(true) {
+        if kept.is_some() {
             return;
         }
     }

@@ -7,30 +7,35 @@
 //! 1. waits at the starvation gate if another thread holds priority (`contention.rs`);
 //! 2. locks its write set, spinning briefly on a held lock and aborting with a conflict after
 //!    that (it never waits for another transaction: only `retry` blocks);
-//! 3. without `on_commit` hooks: takes a stamp `wv`, then validates that every variable it read
-//!    still has the version it read (skipped when `wv == rv + 1`: nothing committed since the
-//!    snapshot). Stamp-then-validate is TL2's order: a writer that locks one of our reads after
-//!    our validation takes a larger stamp, so it serializes after us;
-//!    with `on_commit` hooks: also *holds shared* the variables it only read (a count in the
-//!    header), validates, gives the priority token back, runs the hooks (they may veto), then
-//!    takes `wv`. A hold keeps writers of that variable out (they find it after their lock CAS
-//!    and wait or give up), so the validation stays true through arbitrary hook code; readers
-//!    and other validators do not see it at all, so two committers that only read a variable
-//!    (writers of different `TMap` keys, which both read the table) never conflict through it.
-//!    Taking the stamp only after the hooks keeps hooks out of the window that other writers
-//!    wait on (`clock.rs`);
-//! 4. publishes each new version as its variable's head, trims old versions (`reclaim.rs`);
-//! 5. advances `visible` to `wv` in stamp order;
-//! 6. unlocks (storing `wv` in each written lock word), releases its shared holds and wakes
+//! 3. with `on_commit` hooks: *holds shared* the variables it only read (a count in the header),
+//!    validates, gives the priority token back and runs the hooks (they may veto). A hold keeps
+//!    writers of that variable out (they find it after their lock CAS and wait or give up), so
+//!    the validation stays true through arbitrary hook code and through the steps below;
+//!    readers and other validators do not see it at all, so two committers that only read a
+//!    variable (writers of different `TMap` keys, which both read the table) never conflict
+//!    through it;
+//! 4. links its new versions as their variables' heads, *pending* on its commit record, and
+//!    takes a stamp `wv` from the clock (`clock.rs`);
+//! 5. without hooks: validates that every variable it read still has the version it read
+//!    (skipped when `wv == rv + 1`: nothing committed since the snapshot). Stamp-then-validate
+//!    is TL2's order: a writer that locks one of our reads after our validation takes a larger
+//!    stamp, so it serializes after us. A failed validation takes the versions out again;
+//! 6. decides its record with `wv`, unless a reader that met a pending version raised the
+//!    record's floor to `wv` or more: then it takes a new stamp and goes back to step 5;
+//! 7. makes each version final (its stamp), trims old versions (`reclaim.rs`), unlocks (storing
+//!    `wv` in each written lock word), reopens its record, releases its shared holds and wakes
 //!    retry waiters (`parking.rs`).
 //!
-//! A validation failure after step 3 took a stamp still advances `visible` (publishing nothing),
-//! so later stamps are never held up.
+//! No step waits for another committer: readers resolve pending versions themselves, and stamps
+//! are not made visible in order (there is no such order to keep). A committer descheduled
+//! anywhere in steps 2 to 7 holds up only the transactions that write what it locked (or read it
+//! while they wrote, see `Txn::read_slow`).
 //!
 //! No user code runs while locks are held except the `on_commit` hooks, each under
-//! `catch_unwind`; hooks left over after a veto are handed back and dropped after the unlock.
+//! `catch_unwind`, before anything is linked; hooks left over after a veto are handed back and
+//! dropped after the unlock.
 
-use crate::clock::{Stamp, CLOCK};
+use crate::clock;
 use crate::contention;
 use crate::hooks::Veto;
 use crate::lock::LockWord;
@@ -80,12 +85,20 @@ impl Txn {
     fn commit_plain(&mut self) -> Result<(), CommitError> {
         debug_assert!(self.read_holds.is_empty());
         self.lock_writes()?;
-        let wv = CLOCK.reserve();
+        self.link_writes();
+        let mut wv = clock::take_stamp();
         self.check_waiters();
-        if wv.get() != self.rv + 1 && !self.reads_valid(false) {
-            self.unlock_unchanged();
-            wv.make_visible();
-            return Err(CommitError::Conflict);
+        loop {
+            if wv != self.rv + 1 && !self.reads_valid(false) {
+                self.abandon_linked();
+                return Err(CommitError::Conflict);
+            }
+            if self.record.try_decide(wv) {
+                break;
+            }
+            // A reader with a snapshot `>= wv` met one of our versions undecided and counts
+            // us as newer: take a stamp above its snapshot and validate again.
+            wv = clock::take_stamp();
         }
         self.publish(wv);
         Ok(())
@@ -94,8 +107,9 @@ impl Txn {
     fn commit_with_hooks(&mut self) -> Result<(), CommitError> {
         self.lock_writes()?;
         // The variables only read, held shared: a writer of one of them waits or gives up
-        // until we release it (after our stamp), so the validation below stays true through
-        // arbitrary hook code; other readers and validators still see the variable unchanged.
+        // until we release it (after our publish), so the validation below stays true through
+        // arbitrary hook code and any number of stamps; other readers and validators still see
+        // the variable unchanged.
         self.read_holds.clear();
         for r in &self.reads {
             if self.writes.find_sorted(r.header).is_none() {
@@ -130,14 +144,44 @@ impl Txn {
             self.unlock_unchanged();
             return Err(CommitError::Veto(veto));
         }
-        let wv = CLOCK.reserve();
+        self.link_writes();
+        let mut wv = clock::take_stamp();
         self.check_waiters();
+        // Our reads are held and our writes locked: a new stamp needs no new validation.
+        while !self.record.try_decide(wv) {
+            wv = clock::take_stamp();
+        }
         self.publish(wv);
         Ok(())
     }
 
-    /// Note which written variables have retry waiters. Runs after `reserve` (a `SeqCst` RMW
-    /// after every lock CAS): a waiter that registers later finds the variable locked or
+    /// Step 4: link every new version as its variable's head, pending on our record.
+    #[inline]
+    fn link_writes(&self) {
+        let pending = self.record.pending_stamp();
+        for e in self.writes.entries() {
+            // SAFETY: we hold the lock, and the node is a private `Version` of the header's type
+            // owned by the log. Ownership moves to the TVar.
+            unsafe { (e.header().ops.link)(e.header, e.node, pending) };
+        }
+    }
+
+    /// Take the linked versions out again (a failed validation) and unlock, changing nothing.
+    fn abandon_linked(&mut self) {
+        let guard = self.pinned();
+        for e in self.writes.entries() {
+            // SAFETY: we hold the lock and linked the node as the head; it is retired, not
+            // dropped, since readers may stand on it.
+            unsafe { (e.header().ops.unlink)(e.header, e.node, guard, &mut self.retired) };
+        }
+        self.unlock_writes(self.writes.len());
+        self.record.reopen();
+        // The nodes belong to the collector now.
+        self.writes.clear_published();
+    }
+
+    /// Note which written variables have retry waiters. Runs after the first stamp (a `SeqCst`
+    /// RMW after every lock CAS): a waiter that registers later finds the variable locked or
     /// already changed (`parking.rs`).
     #[inline]
     fn check_waiters(&mut self) {
@@ -218,23 +262,23 @@ impl Txn {
         self.release_reads();
     }
 
-    /// Steps 4–6: publish under stamp `wv`, make it visible, unlock and wake waiters.
+    /// Step 7: make the linked versions final with stamp `wv`, unlock and wake waiters.
     #[inline]
     #[cfg_attr(loom, allow(clippy::modulo_one))] // `HORIZON_EVERY` is 1 under loom
-    fn publish(&mut self, stamp: Stamp) {
-        let wv = stamp.get();
+    fn publish(&mut self, wv: u64) {
         let guard = self.pinned();
-        // From the first publish to the last unlock no user code runs (no clone, no drop, no
-        // hook, no epoch collection), so nothing can unwind while published nodes are still in
+        // From the first link to the last unlock no user code runs (no clone, no drop, no
+        // hook, no epoch collection), so nothing can unwind while linked nodes are still in
         // the write log or locks are held.
         for e in self.writes.entries() {
-            // SAFETY: we hold the lock, the node is a pending `Version` of the header's type
-            // owned by the log, and we are pinned. Ownership moves to the TVar.
-            unsafe { (e.header().ops.publish)(e.header, e.node, wv, guard) };
-        }
-        stamp.make_visible();
-        for e in self.writes.entries() {
+            // SAFETY: we hold the lock and linked the node as the head; we are pinned.
+            unsafe { (e.header().ops.finalize)(e.header, e.node, wv, guard, &mut self.retired) };
             e.header().lock.unlock_published(wv);
+        }
+        // Every version is final: readers that meet the record from now on belong to our next
+        // commit (`clock.rs`).
+        self.record.reopen();
+        for e in self.writes.entries() {
             if e.wake {
                 parking::wake(e.header());
             }
@@ -250,6 +294,9 @@ impl Txn {
         if wv % reclaim::HORIZON_EVERY == 0 {
             reclaim::defer_horizon_advance(guard);
             self.flush_due = true;
+        }
+        if self.retired.len() >= reclaim::RETIRE_BATCH {
+            self.retired.defer(guard);
         }
         // A thread whose commits rarely draw a horizon stamp still hands its deferred frees to
         // the collector regularly.

@@ -47,6 +47,9 @@ mod sync;
 mod tvar;
 mod txn;
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub use clock::loom_floor_counts;
 pub use error::{retry, AbortCause, StmError, StmResult, TimedOut};
 #[cfg(loom)]
 #[doc(hidden)]

@@ -223,7 +223,7 @@ mod tests {
             // SAFETY: fresh memory for a `Version<u8>`.
             unsafe {
                 n.write(crate::tvar::Version {
-                    stamp: 0,
+                    stamp: crate::sync::AtomicU64::new(0),
                     prev: crossbeam_epoch::Atomic::null(),
                     value: v,
                 })
@@ -263,7 +263,7 @@ mod tests {
             // SAFETY: fresh memory for a `Version<u8>`.
             unsafe {
                 n.write(crate::tvar::Version {
-                    stamp: 0,
+                    stamp: crate::sync::AtomicU64::new(0),
                     prev: crossbeam_epoch::Atomic::null(),
                     value: 0,
                 })

@@ -16,9 +16,9 @@
 //! the variable locked, or already unlocked with the new stamp. A variable found changed ends the
 //! wait. A variable found locked but unchanged may belong to a writer that missed the
 //! registration, so the waiter then parks with a short timeout and looks again: a lock is held
-//! only while a commit runs. A locked variable whose new version is published but whose stamp
-//! is not yet visible counts as unchanged too: a re-run's snapshot could not read it yet, and
-//! would retry again at once (a busy loop the loom model of retry found). A locked word is judged by the head version's stamp: the locker's
+//! only while a commit runs. A locked variable whose new version is linked but still pending
+//! (its commit undecided) counts as unchanged too: a re-run's snapshot could not read it yet,
+//! and would retry again at once (a busy loop the loom model of retry found). A locked word is judged by the head version's stamp: the locker's
 //! CAS continues the release sequence of the previous unlock, so that unlock's head is visible.
 //! This is the register-then-revalidate order whose absence lost wake-ups in CCSTM (PITFALLS 4),
 //! without a full fence on the writer's unlock.
@@ -28,7 +28,7 @@
 //! waiter removes every entry it made when it stops waiting, woken or not (PITFALLS 12), and
 //! keeps the variables alive meanwhile with strong references.
 
-use crate::clock::CLOCK;
+use crate::clock::NEVER;
 use crate::error::StmResult;
 use crate::log::ReadEntry;
 use crate::sync::{Instant, Mutex, Ordering, Thread};
@@ -153,13 +153,14 @@ impl Watched {
 
     fn look(&self) -> Seen {
         match self.current() {
-            // A locked variable whose new head is stamped above `visible` has changed, but a
-            // re-run could not see it yet: its snapshot would read the old version and retry
-            // again at once, a busy loop for as long as the committer takes to make its stamp
-            // visible (it may be waiting for earlier stamps). Treat it as locked and unchanged:
-            // the unlock comes after the stamp is visible. (An unlocked word's stamp is always
-            // visible: the unlock comes after `publish_in_order`.)
-            (stamp, true) if stamp != self.stamp && stamp > CLOCK.snapshot() => Seen::Locked,
+            // A pending head: its commit is undecided, and a re-run could not read it yet (its
+            // snapshot would resolve the version as newer and retry again at once, a busy loop
+            // for as long as the committer takes). Treat it as locked and unchanged: the unlock
+            // comes after the version is final. The same for a head being taken out again
+            // (`NEVER`, its commit abandoned): nothing changed.
+            (stamp, true) if stamp >= NEVER => Seen::Locked,
+            // A final stamp came from the clock before this look, so a snapshot taken now reads
+            // the version.
             (stamp, _) if stamp != self.stamp => Seen::Changed,
             (_, true) => Seen::Locked,
             (_, false) => Seen::Unchanged,

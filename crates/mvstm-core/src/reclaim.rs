@@ -49,7 +49,7 @@
 //! read log is no longer protected by its pin, so if it then writes or retries, the attempt is
 //! re-run without re-pinning (`txn.rs`).
 
-use crate::clock::CLOCK;
+use crate::clock;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::tvar::{Header, Version, VersionPtr};
 use crossbeam_epoch::{Guard, Shared};
@@ -102,13 +102,13 @@ const FULL_TRIM_EVERY: u32 = 64;
 #[cfg(loom)]
 const FULL_TRIM_EVERY: u32 = 2;
 
-/// Schedule a horizon advance to the current `visible` stamp.
+/// Schedule a horizon advance to the current clock.
 ///
 /// Only defers (a defer runs no deferred function); the caller flushes its bag to the global
 /// queue later, outside the commit, because collecting runs other threads' deferred drops,
 /// which are user code.
 pub(crate) fn defer_horizon_advance(guard: &Guard) {
-    let v = CLOCK.snapshot();
+    let v = clock::snapshot();
     let horizon = crate::sync::keep(&HORIZON);
     // Release: pairs with the Acquire in `trim`, so a trimming writer that sees the new horizon
     // also sees everything the epoch advance synchronised with.
@@ -147,7 +147,12 @@ pub(crate) fn withdraw(rv: u64) {
 ///
 /// The caller holds the lock of the TVar `header` (whose chain `from` is in) and is pinned by
 /// `guard`.
-pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &Guard) {
+pub(crate) unsafe fn trim<T>(
+    header: &Header,
+    from: VersionPtr<'_, T>,
+    guard: &Guard,
+    retired: &mut Retired,
+) {
     // Acquire: pairs with the Release `fetch_max` of the deferred advance (see module docs).
     let horizon = HORIZON.load(Ordering::Acquire);
     // Acquire: after the horizon, so an announcement below it is seen (module docs).
@@ -167,15 +172,16 @@ pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &G
         let Some(version) = (unsafe { cur.as_ref() }) else {
             break;
         };
-        if version.stamp <= horizon && full && floor < horizon {
+        let stamp = version.final_stamp();
+        if stamp <= horizon && full && floor < horizon {
             // SAFETY: forwarded contract; `version` is the newest under the horizon.
-            unsafe { trim_between_announced(version, guard) };
+            unsafe { trim_between_announced(version, guard, retired) };
             header.writes_since_trim.store(0, Ordering::Relaxed);
             return;
         }
-        if version.stamp <= floor {
+        if stamp <= floor {
             // SAFETY: forwarded contract; every snapshot stops at `version` or above.
-            unsafe { cut_below(version, guard) };
+            unsafe { cut_below(version, guard, retired) };
             header.writes_since_trim.store(0, Ordering::Relaxed);
             return;
         }
@@ -192,11 +198,15 @@ pub(crate) unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &G
 /// # Safety
 ///
 /// As for [`trim`]; `kept` is in the chain.
-unsafe fn trim_between_announced<'g, T>(mut kept: &'g Version<T>, guard: &'g Guard) {
+unsafe fn trim_between_announced<'g, T>(
+    mut kept: &'g Version<T>,
+    guard: &'g Guard,
+    retired: &mut Retired,
+) {
     let mut snapshots: SmallVec<[u64; 8]> = ANNOUNCED.lock().iter().copied().collect();
     snapshots.sort_unstable_by(|a, b| b.cmp(a));
     for r in snapshots {
-        if r >= kept.stamp {
+        if r >= kept.final_stamp() {
             continue; // served by `kept` or a newer version
         }
         // Acquire: as in `trim`'s walk.
@@ -204,7 +214,7 @@ unsafe fn trim_between_announced<'g, T>(mut kept: &'g Version<T>, guard: &'g Gua
         let mut cur = first;
         // SAFETY: pinned; nodes reachable from a kept version are live.
         while let Some(version) = unsafe { cur.as_ref() } {
-            if version.stamp <= r {
+            if version.final_stamp() <= r {
                 break;
             }
             cur = version.prev.load(Ordering::Acquire, guard);
@@ -224,12 +234,10 @@ unsafe fn trim_between_announced<'g, T>(mut kept: &'g Version<T>, guard: &'g Gua
                 let next = unsafe { skipped.deref() }
                     .prev
                     .load(Ordering::Acquire, guard);
-                let addr = skipped.as_raw() as usize;
-                // SAFETY: unlinked under the TVar's lock, so we alone own it; the free waits for
-                // every thread that might stand on it. `T: Send` per `TVar::new`.
+                // SAFETY: unlinked under the TVar's lock, so we alone own it.
                 unsafe {
-                    guard.defer_unchecked(move || destroy_one(addr as *mut Version<T>));
-                }
+                    retired.version(NonNull::new_unchecked(skipped.as_raw() as *mut Version<T>))
+                };
                 skipped = next;
             }
         }
@@ -237,28 +245,137 @@ unsafe fn trim_between_announced<'g, T>(mut kept: &'g Version<T>, guard: &'g Gua
     }
     // SAFETY: `kept` is the newest version under the oldest announced snapshot (or under the
     // horizon): every snapshot stops at it or above.
-    unsafe { cut_below(kept, guard) };
+    unsafe { cut_below(kept, guard, retired) };
 }
 
-/// Cut and free the versions below `version`.
+/// Cut the versions below `version` and retire them.
 ///
 /// # Safety
 ///
 /// As for [`trim`]; no snapshot reads below `version`.
-unsafe fn cut_below<T>(version: &Version<T>, guard: &Guard) {
+unsafe fn cut_below<T>(version: &Version<T>, guard: &Guard, retired: &mut Retired) {
     // Relaxed: the tail is unreachable for every snapshot (they all stop at `version`), and a
     // walker that already loaded the old pointer is protected by its pin.
     let tail = version.prev.swap(Shared::null(), Ordering::Relaxed, guard);
-    if !tail.is_null() {
-        let addr = tail.as_raw() as usize;
-        // SAFETY: the swap made us the only owner of the tail; the free is deferred past every
-        // thread that might be walking it. `T: Send` per `TVar::new`.
-        unsafe {
-            guard.defer_unchecked(move || {
-                destroy_chain(Shared::from(addr as *const Version<T>));
-            });
+    if let Some(tail) = NonNull::new(tail.as_raw() as *mut Version<T>) {
+        // SAFETY: the swap made us the only owner of the tail.
+        unsafe { retired.chain(tail) };
+    }
+}
+
+/// Versions one thread unlinked, freed together by one deferred function once every thread
+/// that might stand on them has unpinned.
+///
+/// One deferred function per unlinked tail cost more than the frees themselves: each is a slot
+/// in the thread's epoch bag, and every 64 of them a sealed bag allocated for the global queue
+/// (a large allocation that makes glibc consolidate its small free lists; with two committing
+/// threads this was the largest cost of a transfer). Deferring a batch late is safe: a thread
+/// that could reach a version was pinned before it was unlinked, so before the defer.
+#[derive(Default)]
+pub(crate) struct Retired(Batch);
+
+/// Retired entries after which a committer defers the batch.
+#[cfg(not(loom))]
+pub(crate) const RETIRE_BATCH: usize = 32;
+/// Under loom every retirement is deferred at once, so a model of a few commits reclaims.
+#[cfg(loom)]
+pub(crate) const RETIRE_BATCH: usize = 1;
+
+impl Retired {
+    /// Retire one version, not the ones it links to.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the version: it unlinked it under the TVar's lock (readers standing on
+    /// it are pinned).
+    pub(crate) unsafe fn version<T>(&mut self, node: NonNull<Version<T>>) {
+        self.0.push((node.as_ptr() as usize, destroy_one::<T>));
+    }
+
+    /// Retire a tail of versions.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Retired::version`], for the whole tail.
+    unsafe fn chain<T>(&mut self, tail: NonNull<Version<T>>) {
+        self.0.push((tail.as_ptr() as usize, destroy_chain_at::<T>));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Defer the frees of everything retired past every current pin. Only a defer: no deferred
+    /// function runs here.
+    pub(crate) fn defer(&mut self, guard: &Guard) {
+        if self.0.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.0, spare_batch());
+        // SAFETY: every entry is owned by the batch (`version`, `chain`) and unreachable for
+        // threads that pin from now on; the free waits for the others. Values are `Send` per
+        // `TVar::new`.
+        unsafe { guard.defer_unchecked(move || free_batch(batch)) };
+    }
+}
+
+type Batch = Vec<(usize, unsafe fn(usize))>;
+
+/// Emptied batch buffers, so that retiring allocates nothing in a steady state (a buffer is
+/// emptied on another thread than the one that filled it). Not under loom: a deferred function
+/// may run after the model's execution, when its locks are gone.
+#[cfg(not(loom))]
+static BATCHES: Mutex<Vec<Batch>> = Mutex::new(Vec::new());
+
+/// Buffers [`BATCHES`] keeps.
+#[cfg(not(loom))]
+const SPARE_BATCHES: usize = 64;
+
+fn spare_batch() -> Batch {
+    #[cfg(not(loom))]
+    if let Some(batch) = BATCHES.lock().pop() {
+        return batch;
+    }
+    Vec::with_capacity(2 * RETIRE_BATCH)
+}
+
+fn keep_batch(batch: Batch) {
+    #[cfg(not(loom))]
+    {
+        let mut spare = BATCHES.lock();
+        if spare.len() < SPARE_BATCHES {
+            spare.push(batch);
         }
     }
+    #[cfg(loom)]
+    drop(batch);
+}
+
+/// Free a batch; a panicking destructor does not leak the rest of it, and the first panic is
+/// resumed at the end.
+fn free_batch(mut batch: Batch) {
+    let mut first_panic = None;
+    for (addr, free) in batch.drain(..) {
+        // SAFETY: each entry owns its versions (`Retired::defer`).
+        let freed = std::panic::catch_unwind(|| unsafe { free(addr) });
+        if let Err(panic) = freed {
+            first_panic.get_or_insert(panic);
+        }
+    }
+    keep_batch(batch);
+    if let Some(panic) = first_panic {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// [`destroy_chain`] from an erased address.
+///
+/// # Safety
+///
+/// As for [`destroy_chain`]; `addr` is a `*mut Version<T>`.
+unsafe fn destroy_chain_at<T>(addr: usize) {
+    // SAFETY: forwarded.
+    unsafe { destroy_chain(Shared::from(addr as *const Version<T>)) }
 }
 
 /// Free one version, not the ones it links to.
@@ -266,7 +383,8 @@ unsafe fn cut_below<T>(version: &Version<T>, guard: &Guard) {
 /// # Safety
 ///
 /// The caller owns the version: nothing else can reach or free it.
-unsafe fn destroy_one<T>(node: *mut Version<T>) {
+unsafe fn destroy_one<T>(addr: usize) {
+    let node = addr as *mut Version<T>;
     // SAFETY: owned per the contract; blocks are global-allocator blocks of the node's layout.
     unsafe {
         std::ptr::drop_in_place(node);

@@ -275,7 +275,7 @@ impl Drop for Cached {
                 // The second slot may stay unused for long: hand the frees its epoch handle
                 // deferred to the collector now, or they would wait for that handle's next use.
                 // Rare (a transaction nested in a hook), so the flush's cost does not matter.
-                self.handle.pin().flush();
+                self.flush_deferred();
                 CACHE_NESTED.with(store)
             });
         if !stored {
@@ -515,7 +515,7 @@ impl Txn {
     #[inline]
     fn begin(&mut self) {
         self.guard = Some(self.handle.pin());
-        self.rv = crate::clock::CLOCK.snapshot();
+        self.rv = crate::clock::snapshot();
         self.attempt += 1;
     }
 
@@ -578,7 +578,9 @@ impl Txn {
     fn flush_deferred(&mut self) {
         self.flush_due = false;
         self.commits_since_flush = 0;
-        self.handle.pin().flush();
+        let guard = self.handle.pin();
+        self.retired.defer(&guard);
+        guard.flush();
     }
 
     /// After an abandoned attempt: discard it, unpin, run `on_abort` hooks, then the work the

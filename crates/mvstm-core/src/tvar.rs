@@ -17,32 +17,38 @@
 //! in its logs. Dropping the last handle defers the free with crossbeam-epoch, and transactions
 //! stay pinned for their whole attempt, so a logged pointer is valid until the attempt ends.
 
-use crate::clock::CLOCK;
+use crate::clock;
 use crate::lock::VarLock;
-use crate::reclaim;
-use crate::sync::{fence, AtomicU32, AtomicUsize, Ordering};
+use crate::reclaim::{self, Retired};
+use crate::sync::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-/// One committed (or, while in a write log, pending) value of a TVar.
+/// One committed (or, while in a write log, private) value of a TVar.
 pub(crate) struct Version<T> {
-    /// The commit stamp. Written while the node is private, immutable once published.
-    pub(crate) stamp: u64,
+    /// The commit stamp, or while its commit is undecided the record of that commit with the
+    /// [`clock::PENDING`] bit (see `clock.rs`). Final once it holds a stamp: it never changes
+    /// again.
+    pub(crate) stamp: AtomicU64,
     pub(crate) prev: Atomic<Version<T>>,
     pub(crate) value: T,
 }
 
 /// Operations on a TVar whose value type the logs have erased.
 pub(crate) struct VarOps {
-    /// Link the pending `node` as the new head stamped `stamp`, then trim old versions.
-    pub(crate) publish: unsafe fn(NonNull<Header>, NonNull<()>, u64, &Guard),
+    /// Link the private `node` as the new head, its stamp field pending on a commit record.
+    pub(crate) link: unsafe fn(NonNull<Header>, NonNull<()>, u64),
+    /// Give the linked head `node` its final stamp, then trim old versions into the list.
+    pub(crate) finalize: unsafe fn(NonNull<Header>, NonNull<()>, u64, &Guard, &mut Retired),
+    /// Take the linked head `node` out again (its commit was abandoned) and retire it.
+    pub(crate) unlink: unsafe fn(NonNull<Header>, NonNull<()>, &Guard, &mut Retired),
     /// Drop a pending node that will not be published.
     pub(crate) drop_pending: unsafe fn(NonNull<()>),
     /// Free the variable and its whole chain (the last reference is gone).
     pub(crate) destroy: unsafe fn(NonNull<Header>),
-    /// The stamp of the current head version (pins internally).
+    /// The stamp field of the current head version, pending or final (pins internally).
     pub(crate) head_stamp: unsafe fn(NonNull<Header>) -> u64,
     /// The stamp of the newest version with `stamp <= rv` (see [`Inner::version_at`]).
     pub(crate) stamp_at: unsafe fn(NonNull<Header>, u64, &Guard) -> u64,
@@ -122,27 +128,56 @@ pub(crate) struct Inner<T> {
 }
 
 impl<T> Inner<T> {
-    /// The newest version with `stamp <= rv`.
+    /// The newest version in the snapshot `rv`, and its stamp.
+    ///
+    /// A pending version (its commit undecided) is resolved on the spot, without waiting
+    /// (`clock.rs`).
     ///
     /// # Safety
     ///
     /// The caller is pinned, and `rv` is a snapshot taken while pinned (so the trimming horizon
     /// is `<= rv`, see `reclaim.rs`) or announced; the returned borrow must not outlive the pin.
     #[inline]
-    pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> &'g Version<T> {
-        // Acquire (here and on `prev`): pairs with the Release store that published each node,
-        // so its stamp, value and link are initialised before we read them.
+    pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> (&'g Version<T>, u64) {
+        // Acquire (here, on `prev` and on stamps): pairs with the Release stores that linked each
+        // node and finalized its stamp, so its fields are initialised before we read them.
         let mut cur = self.head.load(Ordering::Acquire, guard);
         loop {
             // SAFETY: (1) heads and `prev` links are never null down to the version a snapshot
             // `>=` the horizon needs, and (2) we are pinned, so an unlinked node is not freed.
             let version = unsafe { cur.as_ref() }
                 .expect("mvstm internal error: a snapshot's version was reclaimed");
-            if version.stamp <= rv {
-                return version;
+            let stamp = version.stamp_in(rv);
+            if stamp <= rv {
+                return (version, stamp);
             }
             cur = version.prev.load(Ordering::Acquire, guard);
         }
+    }
+}
+
+impl<T> Version<T> {
+    /// This version's stamp as the snapshot `rv` sees it: final, or above `rv` if its commit is
+    /// undecided (`clock::effective_stamp`).
+    #[inline]
+    pub(crate) fn stamp_in(&self, rv: u64) -> u64 {
+        // Acquire: pairs with the Release store of the final stamp.
+        let field = self.stamp.load(Ordering::Acquire);
+        clock::effective_stamp(field, rv, || self.stamp.load(Ordering::Acquire))
+    }
+
+    /// The stamp of a version known to be final (below a head, or a head under its lock).
+    #[inline]
+    pub(crate) fn final_stamp(&self) -> u64 {
+        // Relaxed: the caller reached the version through an Acquire link or holds the lock
+        // whose acquisition ordered the finalizing store before it.
+        let stamp = self.stamp.load(Ordering::Relaxed);
+        debug_assert_eq!(
+            stamp & clock::PENDING,
+            0,
+            "a version below the head is final"
+        );
+        stamp
     }
 }
 
@@ -171,7 +206,9 @@ unsafe impl<T: Send + Sync> Sync for TVar<T> {}
 
 impl<T: Clone + Send + Sync + 'static> TVar<T> {
     const OPS: VarOps = VarOps {
-        publish: publish::<T>,
+        link: link::<T>,
+        finalize: finalize::<T>,
+        unlink: unlink::<T>,
         drop_pending: drop_pending::<T>,
         destroy: destroy::<T>,
         head_stamp: head_stamp::<T>,
@@ -186,7 +223,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// ```
     pub fn new(value: T) -> TVar<T> {
         let version = Owned::new(Version {
-            stamp: 0,
+            stamp: AtomicU64::new(0),
             prev: Atomic::null(),
             value,
         });
@@ -229,15 +266,15 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
             // Inside a body or `on_commit` hook the thread is pinned by the running attempt;
             // pinning again through crossbeam's default handle could collect garbage and run
             // other values' destructors inside the transaction.
-            let rv = CLOCK.snapshot();
+            let rv = clock::snapshot();
             // SAFETY: the attempt's pin protects this thread's loads until the attempt ends,
             // which is after this call returns; `rv` is a snapshot taken while pinned.
-            return unsafe { self.version_at(rv, epoch::unprotected()).value.clone() };
+            return unsafe { self.version_at(rv, epoch::unprotected()).0.value.clone() };
         }
         let guard = epoch::pin();
-        let rv = CLOCK.snapshot();
+        let rv = clock::snapshot();
         // SAFETY: we are pinned by `guard` for the whole walk.
-        unsafe { self.version_at(rv, &guard).value.clone() }
+        unsafe { self.version_at(rv, &guard).0.value.clone() }
     }
 }
 
@@ -253,13 +290,13 @@ impl<T> TVar<T> {
         self.ptr.cast()
     }
 
-    /// The newest version with `stamp <= rv`.
+    /// The newest version in the snapshot `rv`, and its stamp.
     ///
     /// # Safety
     ///
     /// As for [`Inner::version_at`].
     #[inline]
-    pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> &'g Version<T> {
+    pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> (&'g Version<T>, u64) {
         // SAFETY: forwarded contract.
         unsafe { self.inner().version_at(rv, guard) }
     }
@@ -353,7 +390,7 @@ impl ErasedRef {
         unsafe { Header::order_key(self.0) }
     }
 
-    /// The stamp of the variable's newest version.
+    /// The stamp field of the variable's newest version, pending or final.
     pub(crate) fn head_stamp(&self) -> u64 {
         // SAFETY: we hold a reference, so the header is live.
         unsafe { (self.header().ops.head_stamp)(self.0) }
@@ -411,26 +448,75 @@ unsafe fn release_ref(header: NonNull<Header>) {
 
 /// # Safety
 ///
-/// The caller holds the TVar's lock, `node` is a pending `Version<T>` of this TVar's type owned
-/// by a write log (see `alloc.rs`), and the caller is pinned by `guard`.
-unsafe fn publish<T>(header: NonNull<Header>, node: NonNull<()>, stamp: u64, guard: &Guard) {
-    // SAFETY: the header is first in `Inner<T>` (repr(C)) and the caller pinned it live.
+/// The caller holds the TVar's lock and `node` is a private `Version<T>` of this TVar's type owned
+/// by a write log (see `alloc.rs`); ownership moves to the chain.
+unsafe fn link<T>(header: NonNull<Header>, node: NonNull<()>, pending: u64) {
+    // SAFETY: the header is first in `Inner<T>` (repr(C)) and live while the caller holds a lock.
     let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
-    let node = node.cast::<Version<T>>().as_ptr();
-    // Relaxed: only the lock holder changes `head`, and we hold the lock.
+    let node = node.cast::<Version<T>>();
+    // SAFETY: only the lock holder changes `head`, and we hold the lock.
+    let guard = unsafe { epoch::unprotected() };
+    // Relaxed: as above.
     let old = inner.head.load(Ordering::Relaxed, guard);
-    // SAFETY: the node is still private to us (owned by the write log until the store below).
-    unsafe {
-        (*node).stamp = stamp;
-        (*node).prev.store(old, Ordering::Relaxed);
-    }
-    // Release: the node's fields are initialised before a reader can reach it. Ownership moves
-    // to the chain.
-    inner
-        .head
-        .store(Shared::from(node as *const Version<T>), Ordering::Release);
-    // SAFETY: lock held, pinned, `old` is the version we just covered.
-    unsafe { reclaim::trim(&inner.header, old, guard) };
+    // SAFETY: the node is still private to us.
+    let version = unsafe { node.as_ref() };
+    // Relaxed: the Release head store below publishes both.
+    version.stamp.store(pending, Ordering::Relaxed);
+    version.prev.store(old, Ordering::Relaxed);
+    // Release: the node's fields are initialised before a reader can reach it.
+    inner.head.store(
+        Shared::from(node.as_ptr() as *const Version<T>),
+        Ordering::Release,
+    );
+}
+
+/// # Safety
+///
+/// The caller holds the TVar's lock, linked `node` as its head with [`link`], and is pinned by
+/// `guard`.
+unsafe fn finalize<T>(
+    header: NonNull<Header>,
+    node: NonNull<()>,
+    stamp: u64,
+    guard: &Guard,
+    retired: &mut Retired,
+) {
+    // SAFETY: as in `link`.
+    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
+    // SAFETY: the linked head, live while we hold the lock.
+    let version = unsafe { node.cast::<Version<T>>().as_ref() };
+    // Release: a reader that finds the final stamp finds the node's fields (they were published
+    // by the link already; this keeps the argument local).
+    version.stamp.store(stamp, Ordering::Release);
+    // Relaxed: we linked it.
+    let old = version.prev.load(Ordering::Relaxed, guard);
+    // SAFETY: lock held, pinned, `old` is the version the node covers.
+    unsafe { reclaim::trim(&inner.header, old, guard, retired) };
+}
+
+/// # Safety
+///
+/// As for [`finalize`]; the node's commit is abandoned and will not be decided.
+unsafe fn unlink<T>(
+    header: NonNull<Header>,
+    node: NonNull<()>,
+    guard: &Guard,
+    retired: &mut Retired,
+) {
+    // SAFETY: as in `link`.
+    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
+    // SAFETY: the linked head, live while we hold the lock.
+    let version = unsafe { node.cast::<Version<T>>().as_ref() };
+    // Release: a reader standing on the node walks past it from now on (`NEVER` is above every
+    // snapshot) and never needs the record again.
+    version.stamp.store(clock::NEVER, Ordering::Release);
+    // Relaxed: we linked it.
+    let old = version.prev.load(Ordering::Relaxed, guard);
+    // Release: as in `link` (the old head was published long ago; this keeps it local).
+    inner.head.store(old, Ordering::Release);
+    // SAFETY: unlinked under the lock, so we alone own the node; readers standing on it are
+    // pinned, and the free waits for them.
+    unsafe { retired.version(node.cast::<Version<T>>()) };
 }
 
 /// # Safety
@@ -440,9 +526,16 @@ unsafe fn head_stamp<T>(header: NonNull<Header>) -> u64 {
     // SAFETY: live per the contract; the header is first in `Inner<T>`.
     let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
     let guard = epoch::pin();
-    // SAFETY: pinned; a head is never null and a version's stamp is immutable once published.
-    // Acquire: pairs with the Release head store of `publish`, so the stamp is initialised.
-    unsafe { inner.head.load(Ordering::Acquire, &guard).deref().stamp }
+    // SAFETY: pinned; a head is never null.
+    // Acquire: pairs with the Release head store of `link` and the Release finalizing store.
+    unsafe {
+        inner
+            .head
+            .load(Ordering::Acquire, &guard)
+            .deref()
+            .stamp
+            .load(Ordering::Acquire)
+    }
 }
 
 /// # Safety
@@ -450,13 +543,7 @@ unsafe fn head_stamp<T>(header: NonNull<Header>) -> u64 {
 /// `header` is live, and as for [`Inner::version_at`].
 unsafe fn stamp_at<T>(header: NonNull<Header>, rv: u64, guard: &Guard) -> u64 {
     // SAFETY: live per the contract; the header is first in `Inner<T>`; the rest is forwarded.
-    unsafe {
-        header
-            .cast::<Inner<T>>()
-            .as_ref()
-            .version_at(rv, guard)
-            .stamp
-    }
+    unsafe { header.cast::<Inner<T>>().as_ref().version_at(rv, guard).1 }
 }
 
 /// # Safety

@@ -1,7 +1,8 @@
 //! `Txn`: what a transaction body sees — reads, writes, `or_else`, retry variants, hooks.
 //!
-//! Reads go to the attempt's snapshot `rv` (a value of the `visible` clock, see `clock.rs`): the
-//! newest version with `stamp <= rv`, so every attempt sees one consistent state (opacity). When
+//! Reads go to the attempt's snapshot `rv` (a value of the clock, see `clock.rs`): the newest
+//! version with `stamp <= rv` (a version whose commit is still undecided is resolved on the spot,
+//! without waiting), so every attempt sees one consistent state (opacity). When
 //! the newest version is newer than the snapshot, the attempt first tries to *extend* its
 //! snapshot: if nothing it read has changed since, it moves `rv` forward and reads the newest
 //! version, which saves the abort that a stale read would cause at commit. Extension costs a
@@ -11,11 +12,13 @@
 //! Writes are buffered in the write log as private versions (read-your-writes) and published at
 //! commit (`commit.rs`).
 
+use crate::clock::{self, CommitRecord, PENDING};
 use crate::error::{AbortCause, RetryKind, StmError, StmResult};
 use crate::hooks::Hooks;
 use crate::lock::LockWord;
 use crate::log::{ReadEntry, WriteLog};
 use crate::parking::WaitSpec;
+use crate::reclaim::Retired;
 use crate::sync::Ordering;
 use crate::tvar::{Header, TVar, Version};
 use crossbeam_epoch::{self as epoch, Atomic, Guard, LocalHandle};
@@ -28,8 +31,8 @@ use std::time::Duration;
 /// variables; beyond that it keeps its snapshot (cheaper than revalidating a large read set).
 const EXTEND_READS_MAX: usize = 64;
 
-/// Spins a transaction that wrote waits for a newer version to become visible before it gives
-/// up with a conflict (the priority holder waits on, yielding). Non-holders do not yield: with
+/// Spins a transaction that wrote waits for a pending head version to become final before it
+/// reads the older version (and so dooms itself) (the priority holder waits on, yielding). Non-holders do not yield: with
 /// more threads than cores, every yielding waiter takes a turn from the descheduled publisher
 /// it waits for, and a stress run with 16 threads on 2 cores collapsed that way.
 #[cfg(not(loom))]
@@ -56,6 +59,9 @@ const EXTEND_WAIT_SPINS: u32 = 1;
 pub struct Txn {
     /// Identifies this thread in lock words and in the starvation gate.
     pub(crate) owner: u64,
+    /// Where this object's current commit stands, for readers that meet its pending versions
+    /// (`clock.rs`).
+    pub(crate) record: &'static CommitRecord,
     /// The snapshot: reads see the newest versions with `stamp <= rv`.
     pub(crate) rv: u64,
     /// Pins the attempt: every pointer in the logs stays valid while this is `Some`.
@@ -95,6 +101,8 @@ pub struct Txn {
     pub(crate) flush_due: bool,
     /// Commits since this thread last flushed its epoch bag.
     pub(crate) commits_since_flush: u32,
+    /// Versions this thread's commits unlinked, not yet deferred (`reclaim.rs`).
+    pub(crate) retired: Retired,
     /// This read-only attempt announced its snapshot and re-pins as it reads (`reclaim.rs`):
     /// its read log is no longer protected by its pin, so it must not write, extend or retry.
     pub(crate) announced: bool,
@@ -103,10 +111,21 @@ pub struct Txn {
     pub(crate) no_repin: bool,
 }
 
+impl Drop for Txn {
+    fn drop(&mut self) {
+        // Every commit of this object is over (decided or abandoned, its versions final).
+        CommitRecord::release(self.record);
+        let guard = self.handle.pin();
+        self.retired.defer(&guard);
+        guard.flush();
+    }
+}
+
 impl Txn {
     pub(crate) fn new(owner: u64) -> Txn {
         Txn {
             owner,
+            record: CommitRecord::acquire(),
             rv: 0,
             guard: None,
             reads: Vec::new(),
@@ -126,6 +145,7 @@ impl Txn {
             blocked: Duration::ZERO,
             flush_due: false,
             commits_since_flush: 0,
+            retired: Retired::default(),
             announced: false,
             no_repin: false,
         }
@@ -192,14 +212,17 @@ impl Txn {
                     .load(Ordering::Acquire, self.pinned())
                     .deref()
             };
-            if head.stamp <= self.rv {
+            // Acquire: pairs with the Release store of a final stamp. A pending stamp has the
+            // top bit set, so it fails the test and goes the general way.
+            let stamp = head.stamp.load(Ordering::Acquire);
+            if stamp <= self.rv {
                 // `f` runs before logging: logging may re-pin (a long reader). The version
                 // would survive the re-pin (it is the newest under the snapshot the reader
                 // announces first, `reclaim.rs`), but nothing here should rely on that.
                 let value = f(&head.value);
                 self.log_read(ReadEntry {
                     header: var.header(),
-                    stamp: head.stamp,
+                    stamp,
                 });
                 return Ok(value);
             }
@@ -267,27 +290,27 @@ impl Txn {
         // SAFETY: pinned for the attempt; a head is never null.
         // Acquire: pairs with the Release head store of `publish` (node fields initialised).
         let head = unsafe { var.inner().head.load(Ordering::Acquire, guard).deref() };
-        let version = if head.stamp <= self.rv {
-            head
+        // Acquire: as in `read_with`.
+        let stamp = head.stamp.load(Ordering::Acquire);
+        let (version, stamp) = if stamp <= self.rv {
+            (head, stamp)
         } else {
-            self.read_slow(var, head.stamp)?
+            self.read_slow(var, stamp)?
         };
         // `f` runs before logging, as in `read_with`.
         let value = f(&version.value);
-        self.log_read(ReadEntry {
-            header,
-            stamp: version.stamp,
-        });
+        self.log_read(ReadEntry { header, stamp });
         Ok(value)
     }
 
-    /// The head is newer than the snapshot: extend the snapshot, or read the older version.
+    /// The head is newer than the snapshot, or pending: extend the snapshot, or read the older
+    /// version. Returns the version and its stamp.
     #[cold]
     fn read_slow<T: Clone + Send + Sync + 'static>(
         &mut self,
         var: &TVar<T>,
-        newest: u64,
-    ) -> StmResult<&'static Version<T>> {
+        head_stamp: u64,
+    ) -> StmResult<(&'static Version<T>, u64)> {
         // An announced attempt has read more than `EXTEND_READS_MAX` and written nothing.
         let may_extend =
             !self.writes.is_empty() || self.update_hint || self.reads.len() <= EXTEND_READS_MAX;
@@ -295,14 +318,17 @@ impl Txn {
             !(may_extend && self.announced),
             "a re-pinned attempt extends"
         );
-        let extended = may_extend && self.extend(newest);
+        if head_stamp & PENDING != 0 {
+            self.await_final_head(var);
+        }
+        let extended = may_extend && self.extend();
         if !extended && !self.writes.is_empty() {
             // Something we read changed and we already wrote: this attempt cannot commit.
             self.doomed = true;
             return Err(StmError::conflict());
         }
         // SAFETY: pinned for the attempt and `rv` is a snapshot taken while pinned.
-        let version = unsafe { var.version_at(self.rv, self.pinned()) };
+        let (version, stamp) = unsafe { var.version_at(self.rv, self.pinned()) };
         // Acquire: as in `read`.
         // SAFETY: as above; the head is never null.
         let head = unsafe {
@@ -314,38 +340,58 @@ impl Txn {
         if !std::ptr::eq(version, head) {
             self.stale = true;
         }
-        Ok(version)
+        Ok((version, stamp))
     }
 
-    /// Move the snapshot forward, to at least `newest` if possible, if nothing read so far has
-    /// changed.
+    /// The head of `var` is pending: its committer is between linking it and deciding its
+    /// stamp, a window without user code. A transaction that wrote (or whose call already
+    /// wrote, `update_hint`) waits a little for it to become final, because reading the older
+    /// version instead would doom it; the priority holder waits as long as it takes (it holds no
+    /// stamp and no lock, so nobody waits for it). Others never wait: `version_at` resolves the
+    /// pending version at once (`clock.rs`), so read-only transactions never block.
     ///
-    /// A transaction that already wrote (or whose earlier attempt wrote) cannot commit with an
-    /// older version, so rather than fail it waits a little for `newest` to become visible (its writer is between publishing and
-    /// advancing the clock, a window without user code), and the priority holder waits as long
-    /// as it takes, also for committers still holding locks on what it read: they passed the
-    /// gate before it took the token and may be descheduled. Waiting here is safe because the
-    /// waiter holds no stamp and no lock, so no committer waits for it. Other transactions that
-    /// have not written never wait: they read the older version instead. A read-only transaction
-    /// never holds the token (it never conflicts), so read-only transactions never block.
-    fn extend(&mut self, newest: u64) -> bool {
-        // An attempt that has not written yet but whose call already wrote (`update_hint`) will
-        // write too: reading the older version would only doom it at its first write, and its
-        // re-runs would fail the same way for as long as the publisher of `newest` is
-        // descheduled (tens of thousands of re-runs were measured). So it waits like a writer.
-        let wait = !self.writes.is_empty() || self.update_hint;
-        let patient = self.priority;
+    /// An attempt that has not written yet but whose call already did will write too: reading
+    /// the older version would only doom it at its first write, and its re-runs would fail the
+    /// same way for as long as the committer of that version is descheduled (tens of thousands
+    /// of re-runs were measured), so it waits like a writer.
+    fn await_final_head<T>(&self, var: &TVar<T>) {
+        if self.writes.is_empty() && !self.update_hint {
+            return;
+        }
         let mut waited = 0u32;
-        let mut now = crate::clock::CLOCK.snapshot();
-        while now < newest && wait && (patient || waited < EXTEND_WAIT_SPINS) {
+        loop {
+            // SAFETY: pinned for the attempt; a head is never null.
+            let head = unsafe {
+                var.inner()
+                    .head
+                    .load(Ordering::Acquire, self.pinned())
+                    .deref()
+            };
+            if head.stamp.load(Ordering::Acquire) & PENDING == 0 {
+                return;
+            }
             if waited < EXTEND_WAIT_SPINS {
                 crate::sync::spin_hint();
-            } else {
+            } else if self.priority {
                 crate::sync::yield_now();
+            } else {
+                return;
             }
             waited = waited.saturating_add(1);
-            now = crate::clock::CLOCK.snapshot();
         }
+    }
+
+    /// Move the snapshot forward to the clock's current value if nothing read so far has
+    /// changed.
+    ///
+    /// The priority holder waits for committers still holding locks on what it read: they
+    /// passed the gate before it took the token and may be descheduled. Waiting here is safe
+    /// because the waiter holds no stamp and no lock, so no committer waits for it. A read-only
+    /// transaction never holds the token (it never conflicts), so read-only transactions never
+    /// block.
+    fn extend(&mut self) -> bool {
+        let patient = self.priority;
+        let now = clock::snapshot();
         if now <= self.rv {
             return false;
         }
@@ -411,7 +457,7 @@ impl Txn {
         // SAFETY: fresh memory for a `Version<T>`; the write log owns it from here.
         unsafe {
             node.write(Version {
-                stamp: 0,
+                stamp: crate::sync::AtomicU64::new(0),
                 prev: Atomic::null(),
                 value,
             })

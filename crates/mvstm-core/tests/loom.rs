@@ -11,6 +11,7 @@
 //! | `commit_vs_commit_on_one_tvar` | 2 | two increments give 2 and read different values |
 //! | `no_write_skew_between_two_updates` | 2 | two "claim if both free" updates never both claim |
 //! | `snapshot_read_sees_all_or_nothing_of_a_commit` | 2 | a reader of two TVars written together sees (0, 0) or (1, 1) |
+//! | `a_reader_floors_an_undecided_commit_and_the_writer_restamps` | 2 | a reader that meets a version whose commit is undecided counts it as newer without waiting, the writer then takes a larger stamp; the reader sees all or nothing, and sees the commit once it knows it is done |
 //! | `snapshot_read_vs_two_writers` | 3 | the same with two writers (bound capped at 1) |
 //! | `retry_registration_vs_committing_writer` | 2 | a `retry` waiter is always woken (loom reports a waiter parked for good as a deadlock) |
 //! | `reclamation_vs_reader_holding_an_old_snapshot` | 2 | a reader's two reads return one version while a writer overwrites and frees; no value is freed under a reader or dropped twice |
@@ -339,6 +340,59 @@ fn snapshot_read_sees_all_or_nothing_of_a_commit() {
             assert_eq!(x, y, "a snapshot saw half of a commit");
             if x == 1 {
                 stats.reached();
+            }
+            assert_eq!((a.load().get(), b.load().get()), (1, 1));
+        },
+    );
+}
+
+/// The commit protocol has no publication order (`clock.rs`): a writer links its versions
+/// pending, then takes its stamp and decides its commit record. A reader that meets a pending
+/// version whose commit is undecided raises the record's floor to its snapshot and reads the
+/// older version, without waiting; the writer, finding a floor at or above its stamp, takes a
+/// new one. Checks: the reader sees all of the commit or none of it; a reader that knows the
+/// commit is done (it saw the writer's flag, set after `atomically` returned) sees it; the writer
+/// always commits; loom's `Tracked` values check that nothing read was freed or unpublished.
+#[test]
+fn a_reader_floors_an_undecided_commit_and_the_writer_restamps() {
+    let cases = Cases {
+        reached: "a reader floored an undecided commit",
+        also: Some("the writer took a new stamp above the floor"),
+        max_bound: None,
+    };
+    model(
+        "a_reader_floors_an_undecided_commit_and_the_writer_restamps",
+        cases,
+        |stats| {
+            let log = Log::new(stats);
+            let a = TVar::new(log.value(0));
+            let b = TVar::new(log.value(0));
+            let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let (before_floors, before_restamps) = mvstm_core::loom_floor_counts();
+            let (wa, wb, wlog, wdone) = (a.clone(), b.clone(), log.clone(), done.clone());
+            let writer = spawn(move || {
+                atomically(|tx| {
+                    tx.write(&wa, wlog.value(1))?;
+                    tx.write(&wb, wlog.value(1))
+                });
+                wdone.store(true, loom::sync::atomic::Ordering::Release);
+            });
+            let knew_done = done.load(loom::sync::atomic::Ordering::Acquire);
+            let (x, y) = atomically(|tx| Ok((tx.read(&a)?.get(), tx.read(&b)?.get())));
+            writer.join().unwrap();
+            assert_eq!(x, y, "a snapshot saw half of a commit");
+            if knew_done {
+                assert_eq!(
+                    x, 1,
+                    "a transaction begun after a commit returned did not see it"
+                );
+            }
+            let (floors, restamps) = mvstm_core::loom_floor_counts();
+            if floors > before_floors {
+                stats.reached();
+            }
+            if restamps > before_restamps {
+                stats.also();
             }
             assert_eq!((a.load().get(), b.load().get()), (1, 1));
         },
