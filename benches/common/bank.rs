@@ -1,5 +1,6 @@
 //! Bank: 1,024 accounts; each operation is a transfer of a random amount between two random
-//! accounts (80%) or a read of all accounts that checks the total (20%).
+//! accounts (80%) or a read of all accounts that checks the total (20%). The `transfer` groups
+//! run transfers only (the update path alone, no long readers).
 //!
 //! Every implementation runs the same operation stream (per-thread xorshift). A read-all that
 //! returns a wrong total is counted; it must never happen. The STMs also count the attempts
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 pub const ACCOUNTS: usize = 1_024;
 const INITIAL: i64 = 1_000;
 const TOTAL: i64 = ACCOUNTS as i64 * INITIAL;
-/// Percentage of operations that read all accounts.
+/// Percentage of operations that read all accounts, in the `bank` groups.
 const READ_ALL_PCT: u64 = 20;
 
 /// One implementation of the bank.
@@ -150,13 +151,14 @@ struct Stats {
     wrong: AtomicU64,
 }
 
-/// Run `ops` operations of the mix on `bank` from this thread.
-fn run_ops(bank: &impl Bank, ops: u64, stats: &Stats) {
+/// Run `ops` operations of the mix on `bank` from this thread, `read_all_pct` percent of them
+/// read-alls.
+fn run_ops(bank: &impl Bank, ops: u64, read_all_pct: u64, stats: &Stats) {
     let mut rng = Rng::new();
     let (mut read_alls, mut wrong) = (0, 0);
     for _ in 0..ops {
         let r = rng.next();
-        if r % 100 < READ_ALL_PCT {
+        if r % 100 < read_all_pct {
             read_alls += 1;
             if black_box(bank.total()) != TOTAL {
                 wrong += 1;
@@ -175,15 +177,23 @@ fn run_ops(bank: &impl Bank, ops: u64, stats: &Stats) {
 
 fn bench_one<B: Bank + Sync>(
     g: &mut BenchmarkGroup<'_, WallTime>,
-    group: &str,
+    (group, read_all_pct): (&str, u64),
     name: &str,
     threads: usize,
     bank: B,
 ) {
     let stats = Stats::default();
     g.bench_function(name, |b| {
-        b.iter_custom(|iters| run_threads(threads, iters, |ops| run_ops(&bank, ops, &stats)))
+        b.iter_custom(|iters| {
+            run_threads(threads, iters, |ops| {
+                run_ops(&bank, ops, read_all_pct, &stats)
+            })
+        })
     });
+    if read_all_pct == 0 {
+        let total = bank.total();
+        assert_eq!(total, TOTAL, "{group}/{name}: money was created or lost");
+    }
     report(group, name, &stats, bank.torn());
 }
 
@@ -202,13 +212,29 @@ fn report(group: &str, name: &str, stats: &Stats, torn: u64) {
 /// Groups `{prefix}bank_threads_{n}` for each thread count, with the functions in `only`
 /// (`None`: all of them).
 pub fn bench(c: &mut Criterion, prefix: &str, threads: &[usize], only: Option<&[&str]>) {
+    bench_mix(c, (prefix, "bank"), READ_ALL_PCT, threads, only);
+}
+
+/// Groups `{prefix}transfer_threads_{n}`: transfers only, the update path alone.
+pub fn bench_transfers(c: &mut Criterion, prefix: &str, threads: &[usize], only: Option<&[&str]>) {
+    bench_mix(c, (prefix, "transfer"), 0, threads, only);
+}
+
+fn bench_mix(
+    c: &mut Criterion,
+    (prefix, name): (&str, &str),
+    read_all_pct: u64,
+    threads: &[usize],
+    only: Option<&[&str]>,
+) {
     for &n in threads {
-        let group = format!("{prefix}bank_threads_{n}");
+        let group = format!("{prefix}{name}_threads_{n}");
+        let mix = (group.as_str(), read_all_pct);
         let mut g = c.benchmark_group(&group);
         macro_rules! stm {
             ($s:ty) => {
                 if wanted(only, <$s>::NAME) {
-                    bench_one(&mut g, &group, <$s>::NAME, n, StmBank::<$s>::new());
+                    bench_one(&mut g, mix, <$s>::NAME, n, StmBank::<$s>::new());
                 }
             };
         }
@@ -218,15 +244,15 @@ pub fn bench(c: &mut Criterion, prefix: &str, threads: &[usize], only: Option<&[
         stm!(RustStm);
         if wanted(only, "mutex_per_account") {
             let bank = MutexPerAccount((0..ACCOUNTS).map(|_| Mutex::new(INITIAL)).collect());
-            bench_one(&mut g, &group, "mutex_per_account", n, bank);
+            bench_one(&mut g, mix, "mutex_per_account", n, bank);
         }
         if wanted(only, "mutex_coarse") {
             let bank = MutexCoarse(Mutex::new(vec![INITIAL; ACCOUNTS]));
-            bench_one(&mut g, &group, "mutex_coarse", n, bank);
+            bench_one(&mut g, mix, "mutex_coarse", n, bank);
         }
         if wanted(only, "rwlock_coarse") {
             let bank = RwLockCoarse(RwLock::new(vec![INITIAL; ACCOUNTS]));
-            bench_one(&mut g, &group, "rwlock_coarse", n, bank);
+            bench_one(&mut g, mix, "rwlock_coarse", n, bank);
         }
         if n == 1 && wanted(only, "sequential") {
             let bank = Sequential((0..ACCOUNTS).map(|_| Cell::new(INITIAL)).collect());
@@ -235,7 +261,7 @@ pub fn bench(c: &mut Criterion, prefix: &str, threads: &[usize], only: Option<&[
                 b.iter_custom(|iters| {
                     let ops = iters.max(min_ops());
                     let began = Instant::now();
-                    run_ops(&bank, ops, &stats);
+                    run_ops(&bank, ops, read_all_pct, &stats);
                     scale(began.elapsed(), iters, ops)
                 })
             });
