@@ -12,8 +12,9 @@
 //!
 //! - The engine: [`TVar`], [`atomically`], [`try_atomically`], [`retry`] and the operations on
 //!   [`Txn`] (this page).
-//! - [`collections`]: `TQueue`, `TBQueue`, `TMap`, `TMVar`, `TSemaphore`, `LockTable` and
-//!   `Versioned` records, composable inside one transaction.
+//! - [`collections`]: `TQueue`, `TBQueue`, `TMap`, `TSet`, `TArray`, `TChan` (broadcast),
+//!   `TPriorityQueue`, `TMVar`, `TSemaphore`, `LockTable` and `Versioned` records, composable
+//!   inside one transaction.
 //! - [`lifecycle`]: services started and stopped from concurrent requests (`Lifecycle`), a
 //!   `Registry` with dependencies, and a `CommandQueue`.
 //!
@@ -178,6 +179,10 @@ pub mod collections {
     //! | [`TQueue`] | unbounded FIFO queue; `pop` retries while empty |
     //! | [`TBQueue`] | bounded FIFO queue; `push` also retries while full |
     //! | [`TMap`] | hash map with a TVar per bucket; writers of different keys never conflict |
+    //! | [`TSet`] | hash set on the same structure as `TMap` |
+    //! | [`TArray`] | fixed-length array with a TVar per slot; disjoint indices never conflict |
+    //! | [`TChan`] | broadcast channel (GHC's `TChan`): every [`TChanReader`] sees every later message |
+    //! | [`TPriorityQueue`] | priority queue, greatest first; `pop` retries while empty |
     //! | [`TMVar`] | a slot that is full or empty (GHC's `TMVar`): blocking `take` and `put` |
     //! | [`TSemaphore`] | counting semaphore; `acquire` retries while too few permits are left |
     //! | [`LockTable`] | all-or-none locks on named resources, with shared holders and a scope guard |
