@@ -58,8 +58,12 @@ type Index<T> = Arc<Vec<Chunk<T>>>;
 
 /// A transactional priority queue: `pop` gives the greatest element, like `BinaryHeap`.
 ///
-/// A `push` of an element outside the top chunk (roughly the greatest 32 elements) and a `pop`
-/// do not conflict; see the [module documentation](self) of the structure for the details.
+/// The elements are split by value into chunks, each its own TVar (a sorted vector of at most 64
+/// before it splits), under an index TVar of the chunks' floors. A `pop` writes the top chunk; a
+/// `push` writes the chunk whose range holds the element. So a `push` of an element below the
+/// top chunk (roughly the greatest 32 to 64 elements) and a `pop` do not conflict; they do when
+/// the element falls in the top chunk, or when a split or an emptied top chunk rewrites the
+/// index. `len` reads every chunk. Details: `docs/collections.md`.
 ///
 /// ```
 /// use mvstm::atomically;
