@@ -201,6 +201,38 @@ pub mod collections {
     //! assert_eq!(atomically(|tx| done.pop(tx)), 42);
     //! ```
     //!
+    //! The array, set, broadcast channel and priority queue (`API.md` §8):
+    //!
+    //! ```
+    //! use mvstm::atomically;
+    //! use mvstm::collections::{TArray, TChan, TMap, TPriorityQueue, TSet};
+    //! let arr: TArray<u64> = TArray::new(16, 0); // fixed length; indices never conflict
+    //! atomically(|tx| arr.set(tx, 3, 7));
+    //! assert_eq!(atomically(|tx| arr.get(tx, 3)), 7);
+    //!
+    //! let set: TSet<String> = TSet::new(); // also remove, len, iter
+    //! assert!(atomically(|tx| set.insert(tx, "a".to_string())));
+    //! assert!(atomically(|tx| set.contains(tx, "a")));
+    //!
+    //! let chan: TChan<u32> = TChan::new(); // broadcast
+    //! let (r1, r2) = (chan.subscribe(), chan.subscribe()); // TChanReader<u32>: Send + 'static
+    //! atomically(|tx| chan.send(tx, 1));
+    //! assert_eq!(atomically(|tx| r1.recv(tx)), 1); // recv retries while nothing is new
+    //! assert_eq!(atomically(|tx| r2.recv(tx)), 1);
+    //! let r3 = r1.clone(); // cloneTChan: same position, independent
+    //! atomically(|tx| chan.send(tx, 2));
+    //! assert_eq!(atomically(|tx| r3.recv(tx)), 2);
+    //!
+    //! let pq: TPriorityQueue<u32> = TPriorityQueue::new(); // pop gives the greatest
+    //! atomically(|tx| { pq.push(tx, 2)?; pq.push(tx, 9) });
+    //! assert_eq!(atomically(|tx| pq.pop(tx)), 9); // retries while empty
+    //!
+    //! let m: TMap<u32, u32> = TMap::new();
+    //! atomically(|tx| m.insert(tx, 1, 10).map(|_| ()));
+    //! let seen: Vec<(u32, u32)> = atomically(|tx| m.iter(tx)).collect(); // a consistent snapshot
+    //! assert_eq!(seen, vec![(1, 10)]);
+    //! ```
+    //!
     //! Design and figures: [docs/collections.md](https://github.com/mvstm/mvstm/blob/main/docs/collections.md).
 
     #[doc(inline)]
