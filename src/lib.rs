@@ -12,8 +12,9 @@
 //!
 //! - The engine: [`TVar`], [`atomically`], [`try_atomically`], [`retry`] and the operations on
 //!   [`Txn`] (this page).
-//! - [`collections`]: `TQueue`, `TBQueue`, `TMap`, `TMVar`, `TSemaphore`, `LockTable` and
-//!   `Versioned` records, composable inside one transaction.
+//! - [`collections`]: `TQueue`, `TBQueue`, `TMap`, `TSet`, `TArray`, `TChan` (broadcast),
+//!   `TPriorityQueue`, `TMVar`, `TSemaphore`, `LockTable` and `Versioned` records, composable
+//!   inside one transaction.
 //! - [`lifecycle`]: services started and stopped from concurrent requests (`Lifecycle`), a
 //!   `Registry` with dependencies, and a `CommandQueue`.
 //!
@@ -178,6 +179,10 @@ pub mod collections {
     //! | [`TQueue`] | unbounded FIFO queue; `pop` retries while empty |
     //! | [`TBQueue`] | bounded FIFO queue; `push` also retries while full |
     //! | [`TMap`] | hash map with a TVar per bucket; writers of different keys never conflict |
+    //! | [`TSet`] | hash set on the same structure as `TMap` |
+    //! | [`TArray`] | fixed-length array with a TVar per slot; disjoint indices never conflict |
+    //! | [`TChan`] | broadcast channel (GHC's `TChan`): every [`TChanReader`] sees every later message |
+    //! | [`TPriorityQueue`] | priority queue, greatest first; `pop` retries while empty |
     //! | [`TMVar`] | a slot that is full or empty (GHC's `TMVar`): blocking `take` and `put` |
     //! | [`TSemaphore`] | counting semaphore; `acquire` retries while too few permits are left |
     //! | [`LockTable`] | all-or-none locks on named resources, with shared holders and a scope guard |
@@ -194,6 +199,38 @@ pub mod collections {
     //!     done.push(tx, job * 2)
     //! });
     //! assert_eq!(atomically(|tx| done.pop(tx)), 42);
+    //! ```
+    //!
+    //! The array, set, broadcast channel and priority queue (`API.md` §8):
+    //!
+    //! ```
+    //! use mvstm::atomically;
+    //! use mvstm::collections::{TArray, TChan, TMap, TPriorityQueue, TSet};
+    //! let arr: TArray<u64> = TArray::new(16, 0); // fixed length; indices never conflict
+    //! atomically(|tx| arr.set(tx, 3, 7));
+    //! assert_eq!(atomically(|tx| arr.get(tx, 3)), 7);
+    //!
+    //! let set: TSet<String> = TSet::new(); // also remove, len, iter
+    //! assert!(atomically(|tx| set.insert(tx, "a".to_string())));
+    //! assert!(atomically(|tx| set.contains(tx, "a")));
+    //!
+    //! let chan: TChan<u32> = TChan::new(); // broadcast
+    //! let (r1, r2) = (chan.subscribe(), chan.subscribe()); // TChanReader<u32>: Send + 'static
+    //! atomically(|tx| chan.send(tx, 1));
+    //! assert_eq!(atomically(|tx| r1.recv(tx)), 1); // recv retries while nothing is new
+    //! assert_eq!(atomically(|tx| r2.recv(tx)), 1);
+    //! let r3 = r1.clone(); // cloneTChan: same position, independent
+    //! atomically(|tx| chan.send(tx, 2));
+    //! assert_eq!(atomically(|tx| r3.recv(tx)), 2);
+    //!
+    //! let pq: TPriorityQueue<u32> = TPriorityQueue::new(); // pop gives the greatest
+    //! atomically(|tx| { pq.push(tx, 2)?; pq.push(tx, 9) });
+    //! assert_eq!(atomically(|tx| pq.pop(tx)), 9); // retries while empty
+    //!
+    //! let m: TMap<u32, u32> = TMap::new();
+    //! atomically(|tx| m.insert(tx, 1, 10).map(|_| ()));
+    //! let seen: Vec<(u32, u32)> = atomically(|tx| m.iter(tx)).collect(); // a consistent snapshot
+    //! assert_eq!(seen, vec![(1, 10)]);
     //! ```
     //!
     //! Design and figures: [docs/collections.md](https://github.com/mvstm/mvstm/blob/main/docs/collections.md).

@@ -3,8 +3,10 @@
 //! Every structure keeps its state in TVars and every operation takes the transaction, so they
 //! compose with each other and with any other TVar work inside one `atomically`. They are built
 //! on the public API of `mvstm-core` only. Each is designed so that independent users do not
-//! conflict: the two ends of a queue touch different slot TVars, and each bucket of a map is
-//! its own TVar.
+//! conflict: the two ends of a queue touch different slot TVars, each bucket of a map and each
+//! slot of an array is its own TVar, the readers of a broadcast channel each hold their own
+//! position, and a priority queue's pops and its pushes of smaller elements write different
+//! chunks.
 //!
 //! ```
 //! use mvstm::atomically;
@@ -21,13 +23,17 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod array;
 mod bqueue;
+mod chan;
 mod locks;
 mod map;
 mod mvar;
+mod pqueue;
 mod queue;
 mod ring;
 mod semaphore;
+mod set;
 mod versioned;
 
 /// The value, or `retry` while there is none: the blocking form of every `try_*` read here.
@@ -38,10 +44,14 @@ fn or_retry<T>(value: Option<T>) -> mvstm_core::StmResult<T> {
     }
 }
 
+pub use array::TArray;
 pub use bqueue::{Full, TBQueue};
+pub use chan::{TChan, TChanReader};
 pub use locks::{LockGuard, LockTable, NotHeld, Wait};
-pub use map::TMap;
+pub use map::{TMap, TMapIter};
 pub use mvar::TMVar;
+pub use pqueue::TPriorityQueue;
 pub use queue::TQueue;
 pub use semaphore::TSemaphore;
+pub use set::{TSet, TSetIter};
 pub use versioned::{StaleVersion, Versioned};
