@@ -200,7 +200,7 @@ impl CommitRecord {
                 State::Stamped(_) => unreachable!("mvstm internal error: a commit decided twice"),
                 State::Open | State::Floor(_) => {}
             }
-            match self.state.compare_exchange_weak(
+            match self.state.compare_exchange(
                 word,
                 stamped_word(wv),
                 Ordering::AcqRel,

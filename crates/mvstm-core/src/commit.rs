@@ -42,8 +42,8 @@ use crate::lock::LockWord;
 use crate::parking;
 use crate::reclaim;
 use crate::sync::spin_hint;
-use crate::tvar::Header;
 use crate::txn::Txn;
+use crate::version::Header;
 
 /// Spins on a lock held by another committer before giving up with a conflict.
 #[cfg(not(loom))]

@@ -46,6 +46,7 @@ mod runtime;
 mod sync;
 mod tvar;
 mod txn;
+mod version;
 
 #[cfg(loom)]
 #[doc(hidden)]

@@ -54,7 +54,7 @@ impl VarLock {
     /// The current word, for validation and for waiters.
     ///
     /// `SeqCst`: validation loads take part in the Dekker-shaped arguments of
-    /// [`crate::clock::Clock::reserve`] and of retry registration (see `parking.rs`). On x86 a
+    /// [`crate::clock::take_stamp`] and of retry registration (see `parking.rs`). On x86 a
     /// `SeqCst` load is a plain load.
     #[inline]
     pub(crate) fn load(&self) -> LockWord {

@@ -9,7 +9,7 @@
 //! entry, and commit keeps only the newest entry of each variable.
 
 use crate::lock::LockWord;
-use crate::tvar::Header;
+use crate::version::Header;
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -219,10 +219,10 @@ mod tests {
         let (a, b) = (TVar::new(0u8), TVar::new(0u8));
         let mut log = WriteLog::default();
         let real = |v: u8| {
-            let n = crate::alloc::alloc::<crate::tvar::Version<u8>>();
+            let n = crate::alloc::alloc::<crate::version::Version<u8>>();
             // SAFETY: fresh memory for a `Version<u8>`.
             unsafe {
-                n.write(crate::tvar::Version {
+                n.write(crate::version::Version {
                     stamp: crate::sync::AtomicU64::new(0),
                     prev: crossbeam_epoch::Atomic::null(),
                     value: v,
@@ -259,10 +259,10 @@ mod tests {
         let vars: Vec<TVar<u8>> = (0..40).map(TVar::new).collect();
         let mut log = WriteLog::default();
         for v in &vars {
-            let n = crate::alloc::alloc::<crate::tvar::Version<u8>>();
+            let n = crate::alloc::alloc::<crate::version::Version<u8>>();
             // SAFETY: fresh memory for a `Version<u8>`.
             unsafe {
-                n.write(crate::tvar::Version {
+                n.write(crate::version::Version {
                     stamp: crate::sync::AtomicU64::new(0),
                     prev: crossbeam_epoch::Atomic::null(),
                     value: 0,

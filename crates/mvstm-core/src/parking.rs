@@ -32,8 +32,9 @@ use crate::clock::NEVER;
 use crate::error::StmResult;
 use crate::log::ReadEntry;
 use crate::sync::{Instant, Mutex, Ordering, Thread};
-use crate::tvar::{ErasedRef, Header};
+use crate::tvar::ErasedRef;
 use crate::txn::Txn;
+use crate::version::Header;
 use smallvec::SmallVec;
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -133,8 +134,8 @@ enum Seen {
     /// Changed, and the change is visible: a snapshot taken now reads it.
     Changed,
     Unchanged,
-    /// Locked by a committer, and no change visible yet: unchanged, or its new version is
-    /// published but its stamp not yet visible. The committer may have missed our registration.
+    /// Locked by a committer, and no change a snapshot could read yet: unchanged, or its new
+    /// version linked but pending. The committer may have missed our registration.
     Locked,
 }
 

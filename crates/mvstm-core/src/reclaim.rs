@@ -6,23 +6,22 @@
 //! > Every transaction that is pinned now, or pins later, has a snapshot `rv >= HORIZON`.
 //!
 //! The horizon advances through crossbeam-epoch. The committer of every [`HORIZON_EVERY`]th stamp
-//! reads `v = visible`, defers `HORIZON = max(HORIZON, v)`, and hands its bag to the global queue
+//! reads the clock, `v`, defers `HORIZON = max(HORIZON, v)`, and hands its bag to the global queue
 //! once its commit is over. The deferred function runs only after every thread pinned at the
-//! time of the defer has unpinned, and a thread that pins after that point loads `visible` after
+//! time of the defer has unpinned, and a thread that pins after that point loads the clock after
 //! its pin's `SeqCst` fence, so it sees at least `v` (the same argument that makes epoch
 //! reclamation sound: what happened before the defer is visible to late pinners). A snapshot is
 //! always taken while pinned, so the invariant holds.
 //!
-//! A committing writer then trims, while it holds the TVar's lock: it looks for the newest
-//! version with `stamp <= HORIZON` below the version it just covered (which every snapshot can
-//! still read) and cuts everything below it. It looks [`QUICK_WALK`] versions down on every
-//! write, which is enough for a TVar written rarely, and walks the whole chain once in
-//! [`FULL_TRIM_EVERY`] writes of that TVar, which bounds the walking cost of a hot TVar. Cut
-//! versions are freed with a deferred destroy, so a reader that was already walking through them
-//! finishes safely. A value is dropped exactly once: a cut happens under the TVar's lock with a
-//! `swap`, so only one thread owns a tail.
+//! A committing writer then trims, while it holds the TVar's lock (`version.rs`): it looks for the
+//! newest version with `stamp <= HORIZON` below the version it just covered (which every
+//! snapshot can still read) and cuts everything below it, looking a couple of versions down on
+//! every write and walking the whole chain once every few dozen writes of that TVar. Cut versions
+//! are *retired* ([`Retired`]): freed by a deferred function, so a reader that was already
+//! walking through them finishes safely. A value is dropped exactly once: a cut happens under the
+//! TVar's lock with a `swap`, so only one thread owns a tail.
 //!
-//! A chain therefore holds the versions newer than the horizon plus at most `FULL_TRIM_EVERY`:
+//! A chain therefore holds the versions newer than the horizon plus a bounded number more:
 //! memory stays bounded under constant overwrites. A thread that stays pinned holds the horizon
 //! back, which is why a blocked `retry` unpins before it parks.
 //!
@@ -48,13 +47,20 @@
 //! announced snapshot, and at most `FULL_TRIM_EVERY` more. The transaction pays for it: its
 //! read log is no longer protected by its pin, so if it then writes or retries, the attempt is
 //! re-run without re-pinning (`txn.rs`).
+//!
+//! # The deferred-free context
+//!
+//! A thread running a transaction body must not pin again or collect: collecting runs other
+//! values' destructors, user code, inside the transaction. So this module also keeps, per
+//! thread, whether a body runs ([`in_transaction`], set by [`InTxn`]) and what the body left to
+//! free: TVars whose last handle was dropped inside it ([`queue_free`]) and a dirty default epoch
+//! bag; the runtime runs them once the attempt is over ([`after_attempt`]).
 
 use crate::clock;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
-use crate::tvar::{Header, Version, VersionPtr};
-use crossbeam_epoch::{Guard, Shared};
+use crossbeam_epoch::Guard;
 use smallvec::SmallVec;
-use std::ptr::NonNull;
+use std::cell::{Cell, RefCell};
 
 crate::sync::global! {
     static HORIZON: AtomicU64 = AtomicU64::new(0);
@@ -88,19 +94,6 @@ pub(crate) const HORIZON_EVERY: u64 = 256;
 /// Under loom every stamp advances the horizon, so a model of a few commits reclaims.
 #[cfg(loom)]
 pub(crate) const HORIZON_EVERY: u64 = 1;
-
-/// Versions a publish looks at below the version it covers, on every write. Enough to cut a
-/// chain whose TVar is written rarely (its old head is usually under the horizon already).
-const QUICK_WALK: usize = 2;
-
-/// Writes of one TVar between two walks down to the horizon. A hot TVar's chain holds the
-/// versions newer than the horizon plus at most this many; the walk costs `lag / FULL_TRIM_EVERY
-/// + 1` steps per write, amortized.
-#[cfg(not(loom))]
-const FULL_TRIM_EVERY: u32 = 64;
-/// Under loom: every other write walks the whole chain, so models reach the full walk.
-#[cfg(loom)]
-const FULL_TRIM_EVERY: u32 = 2;
 
 /// Schedule a horizon advance to the current clock.
 ///
@@ -141,18 +134,10 @@ pub(crate) fn withdraw(rv: u64) {
     LONG_READERS.store(announced.len(), Ordering::Release);
 }
 
-/// Cut the versions below the newest one with `stamp <= HORIZON`, starting at `from`.
-///
-/// # Safety
-///
-/// The caller holds the lock of the TVar `header` (whose chain `from` is in) and is pinned by
-/// `guard`.
-pub(crate) unsafe fn trim<T>(
-    header: &Header,
-    from: VersionPtr<'_, T>,
-    guard: &Guard,
-    retired: &mut Retired,
-) {
+/// What a trimmer may cut below: `(horizon, floor)`, where the floor is the horizon or, below
+/// it, the oldest snapshot a long reader announced. Versions under the horizon but above the
+/// floor are kept one per announced snapshot ([`announced_newest_first`]).
+pub(crate) fn trim_bounds() -> (u64, u64) {
     // Acquire: pairs with the Release `fetch_max` of the deferred advance (see module docs).
     let horizon = HORIZON.load(Ordering::Acquire);
     // Acquire: after the horizon, so an announcement below it is seen (module docs).
@@ -162,105 +147,14 @@ pub(crate) unsafe fn trim<T>(
     } else {
         horizon
     };
-    // Relaxed: only the lock holder reads or writes the counter, and the lock orders holders.
-    let writes = header.writes_since_trim.load(Ordering::Relaxed) + 1;
-    let full = writes >= FULL_TRIM_EVERY;
-    let limit = if full { usize::MAX } else { QUICK_WALK };
-    let mut cur = from;
-    for _ in 0..limit {
-        // SAFETY: pinned; nodes reachable from the head are live.
-        let Some(version) = (unsafe { cur.as_ref() }) else {
-            break;
-        };
-        let stamp = version.final_stamp();
-        if stamp <= horizon && full && floor < horizon {
-            // SAFETY: forwarded contract; `version` is the newest under the horizon.
-            unsafe { trim_between_announced(version, guard, retired) };
-            header.writes_since_trim.store(0, Ordering::Relaxed);
-            return;
-        }
-        if stamp <= floor {
-            // SAFETY: forwarded contract; every snapshot stops at `version` or above.
-            unsafe { cut_below(version, guard, retired) };
-            header.writes_since_trim.store(0, Ordering::Relaxed);
-            return;
-        }
-        // Acquire: the older node was published with Release before it was linked below.
-        cur = version.prev.load(Ordering::Acquire, guard);
-    }
-    let writes = if full { 0 } else { writes };
-    header.writes_since_trim.store(writes, Ordering::Relaxed);
+    (horizon, floor)
 }
 
-/// Below `kept`, the newest version under the horizon, keep only the newest version under each
-/// announced snapshot: unlink the others one by one and cut below the oldest kept.
-///
-/// # Safety
-///
-/// As for [`trim`]; `kept` is in the chain.
-unsafe fn trim_between_announced<'g, T>(
-    mut kept: &'g Version<T>,
-    guard: &'g Guard,
-    retired: &mut Retired,
-) {
+/// The snapshots long readers announced, newest first.
+pub(crate) fn announced_newest_first() -> SmallVec<[u64; 8]> {
     let mut snapshots: SmallVec<[u64; 8]> = ANNOUNCED.lock().iter().copied().collect();
     snapshots.sort_unstable_by(|a, b| b.cmp(a));
-    for r in snapshots {
-        if r >= kept.final_stamp() {
-            continue; // served by `kept` or a newer version
-        }
-        // Acquire: as in `trim`'s walk.
-        let first = kept.prev.load(Ordering::Acquire, guard);
-        let mut cur = first;
-        // SAFETY: pinned; nodes reachable from a kept version are live.
-        while let Some(version) = unsafe { cur.as_ref() } {
-            if version.final_stamp() <= r {
-                break;
-            }
-            cur = version.prev.load(Ordering::Acquire, guard);
-        }
-        // SAFETY: as above.
-        let Some(target) = (unsafe { cur.as_ref() }) else {
-            break; // the chain ends above `r`: nothing older to keep or to cut
-        };
-        if cur != first {
-            // Release: a walker that loads the new link sees `target` initialised (it was
-            // published long ago; this keeps the argument local). The skipped versions keep
-            // their own links, so a walker standing on one still reaches `target`.
-            kept.prev.store(cur, Ordering::Release);
-            let mut skipped = first;
-            while skipped != cur {
-                // SAFETY: `skipped` is between `kept` and `target`, so live and now unlinked.
-                let next = unsafe { skipped.deref() }
-                    .prev
-                    .load(Ordering::Acquire, guard);
-                // SAFETY: unlinked under the TVar's lock, so we alone own it.
-                unsafe {
-                    retired.version(NonNull::new_unchecked(skipped.as_raw() as *mut Version<T>))
-                };
-                skipped = next;
-            }
-        }
-        kept = target;
-    }
-    // SAFETY: `kept` is the newest version under the oldest announced snapshot (or under the
-    // horizon): every snapshot stops at it or above.
-    unsafe { cut_below(kept, guard, retired) };
-}
-
-/// Cut the versions below `version` and retire them.
-///
-/// # Safety
-///
-/// As for [`trim`]; no snapshot reads below `version`.
-unsafe fn cut_below<T>(version: &Version<T>, guard: &Guard, retired: &mut Retired) {
-    // Relaxed: the tail is unreachable for every snapshot (they all stop at `version`), and a
-    // walker that already loaded the old pointer is protected by its pin.
-    let tail = version.prev.swap(Shared::null(), Ordering::Relaxed, guard);
-    if let Some(tail) = NonNull::new(tail.as_raw() as *mut Version<T>) {
-        // SAFETY: the swap made us the only owner of the tail.
-        unsafe { retired.chain(tail) };
-    }
+    snapshots
 }
 
 /// Versions one thread unlinked, freed together by one deferred function once every thread
@@ -282,23 +176,14 @@ pub(crate) const RETIRE_BATCH: usize = 32;
 pub(crate) const RETIRE_BATCH: usize = 1;
 
 impl Retired {
-    /// Retire one version, not the ones it links to.
+    /// Retire what `addr` owns, to be freed by `free(addr)` once no thread can stand on it.
     ///
     /// # Safety
     ///
-    /// The caller owns the version: it unlinked it under the TVar's lock (readers standing on
-    /// it are pinned).
-    pub(crate) unsafe fn version<T>(&mut self, node: NonNull<Version<T>>) {
-        self.0.push((node.as_ptr() as usize, destroy_one::<T>));
-    }
-
-    /// Retire a tail of versions.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Retired::version`], for the whole tail.
-    unsafe fn chain<T>(&mut self, tail: NonNull<Version<T>>) {
-        self.0.push((tail.as_ptr() as usize, destroy_chain_at::<T>));
+    /// The caller owns what `addr` names (it unlinked it under a TVar's lock, so threads that
+    /// pin from now on cannot reach it), `free(addr)` frees exactly that, and it is `Send`.
+    pub(crate) unsafe fn push(&mut self, addr: usize, free: unsafe fn(usize)) {
+        self.0.push((addr, free));
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -368,47 +253,118 @@ fn free_batch(mut batch: Batch) {
     }
 }
 
-/// [`destroy_chain`] from an erased address.
-///
-/// # Safety
-///
-/// As for [`destroy_chain`]; `addr` is a `*mut Version<T>`.
-unsafe fn destroy_chain_at<T>(addr: usize) {
-    // SAFETY: forwarded.
-    unsafe { destroy_chain(Shared::from(addr as *const Version<T>)) }
+// The deferred-free context of a thread: whether a transaction body runs on it, and what the
+// body left to free once its attempt is over.
+crate::sync::thread_local! {
+    /// `IN_BODY` while a body or an `on_commit` hook runs on this thread, plus
+    /// `FREES_QUEUED` once `queue_free` queued something during it.
+    static IN_TXN: Cell<u8> = const { Cell::new(0) };
+    /// TVars whose last handle was dropped inside a transaction, freed after the attempt.
+    static QUEUED_FREES: RefCell<Vec<QueuedFree>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Free one version, not the ones it links to.
+const IN_BODY: u8 = 1;
+const FREES_QUEUED: u8 = 2;
+/// A TVar free went into crossbeam's default bag of this thread: flush it after the next
+/// attempt (flushing on every drop would cost a global push and a collection each time, and
+/// recurse when the drop itself runs inside a collection).
+const DEFAULT_BAG_DIRTY: u8 = 4;
+
+/// Note that this thread's default epoch bag holds a TVar free; the next attempt flushes it.
 ///
-/// # Safety
+/// A TVar may be dropped while this thread's thread-locals are being torn down (a value held in
+/// another thread-local, or freed by the collector then): nothing is noted then, and the epoch
+/// handle flushes its bag as it goes.
+#[inline]
+pub(crate) fn note_default_bag_dirty() {
+    let _ = IN_TXN.try_with(|f| f.set(f.get() | DEFAULT_BAG_DIRTY));
+}
+
+/// Whether a transaction body or `on_commit` hook is running on this thread. If so, the thread
+/// is pinned by that attempt, and the attempt will run the frees queued by `queue_free`.
 ///
-/// The caller owns the version: nothing else can reach or free it.
-unsafe fn destroy_one<T>(addr: usize) {
-    let node = addr as *mut Version<T>;
-    // SAFETY: owned per the contract; blocks are global-allocator blocks of the node's layout.
-    unsafe {
-        std::ptr::drop_in_place(node);
-        crate::alloc::dealloc(NonNull::new_unchecked(node));
+/// False while the thread's thread-locals are being torn down: no transaction runs then.
+#[inline]
+pub(crate) fn in_transaction() -> bool {
+    IN_TXN.try_with(|f| f.get() & IN_BODY != 0).unwrap_or(false)
+}
+
+/// A TVar free to be deferred once the attempt is over.
+pub(crate) struct QueuedFree {
+    pub(crate) addr: usize,
+    /// Frees the variable at `addr`.
+    pub(crate) destroy: unsafe fn(usize),
+}
+
+/// Queue the free of a TVar whose last handle was dropped inside a transaction: deferring it
+/// now would pin and perhaps collect, running other values' destructors (user code) inside
+/// the transaction. The caller checked `in_transaction()`.
+pub(crate) fn queue_free(free: QueuedFree) {
+    QUEUED_FREES.with(|q| q.borrow_mut().push(free));
+    IN_TXN.with(|f| f.set(f.get() | FREES_QUEUED));
+}
+
+/// Work an attempt left for after it: queued TVar frees, a dirty default bag.
+#[inline]
+pub(crate) fn after_attempt(flags: u8, handle: &crossbeam_epoch::LocalHandle) {
+    if flags != 0 {
+        after_attempt_slow(flags, handle);
     }
 }
 
-/// Free a chain of versions, oldest links included, without recursion.
-///
-/// # Safety
-///
-/// The caller owns the chain: nothing else can reach or free it.
-pub(crate) unsafe fn destroy_chain<T>(mut cur: VersionPtr<'_, T>) {
-    while let Some(node) = NonNull::new(cur.as_raw() as *mut Version<T>) {
-        // SAFETY: owned per the contract, so no other thread touches the node: read the link,
-        // drop the value, give the memory back (blocks are global-allocator blocks of the
-        // node's layout, whether `TVar::new` boxed them or `alloc` made them).
+#[cold]
+fn after_attempt_slow(flags: u8, handle: &crossbeam_epoch::LocalHandle) {
+    // Clear what is handled first: if a destructor panics below, the rest stays flagged and a
+    // later attempt finishes it.
+    IN_TXN.with(|f| f.set(f.get() & !flags));
+    if flags & FREES_QUEUED != 0 {
+        run_queued_frees(handle);
+    }
+    if flags & DEFAULT_BAG_DIRTY != 0 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+/// Defer the queued frees past every current pin and hand them to the collector.
+fn run_queued_frees(handle: &crossbeam_epoch::LocalHandle) {
+    let frees = QUEUED_FREES.with(|q| std::mem::take(&mut *q.borrow_mut()));
+    let guard = handle.pin();
+    for QueuedFree { addr, destroy } in frees {
+        // SAFETY: the last handle is gone (`queue_free`'s caller); deferring past every
+        // current pin keeps the pointers in running attempts' logs valid, as in `release_ref`.
         unsafe {
-            cur = node
-                .as_ref()
-                .prev
-                .load(Ordering::Relaxed, crossbeam_epoch::unprotected());
-            std::ptr::drop_in_place(node.as_ptr());
-            crate::alloc::dealloc(node);
+            guard.defer_unchecked(move || destroy(addr));
         }
+    }
+    guard.flush();
+}
+
+/// Marks this thread as inside a transaction until dropped, also when unwinding.
+pub(crate) struct InTxn;
+
+impl InTxn {
+    #[inline]
+    pub(crate) fn enter() -> InTxn {
+        IN_TXN.with(|f| f.set(f.get() | IN_BODY));
+        InTxn
+    }
+
+    /// Leave the transaction; the other flags that are set (they stay set until handled).
+    #[inline]
+    pub(crate) fn exit(self) -> u8 {
+        std::mem::forget(self);
+        IN_TXN.with(|f| {
+            let flags = f.get() & !IN_BODY;
+            f.set(flags);
+            flags
+        })
+    }
+}
+
+impl Drop for InTxn {
+    #[inline]
+    fn drop(&mut self) {
+        // Only reached when unwinding; queued frees stay queued for the next attempt's exit.
+        IN_TXN.with(|f| f.set(f.get() & !IN_BODY));
     }
 }

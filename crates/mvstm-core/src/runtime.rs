@@ -12,21 +12,17 @@ use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult, TimedOut};
 use crate::hooks::{self, Veto};
 use crate::log::Panic;
 use crate::parking::{Predicate, Wait};
+use crate::reclaim::{after_attempt, in_transaction, InTxn};
 use crate::sync::{thread_local, AtomicU64, Ordering};
 use crate::txn::Txn;
 use smallvec::SmallVec;
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::Duration;
 
 thread_local! {
-    /// `IN_BODY` while a body or an `on_commit` hook runs on this thread, plus
-    /// `FREES_QUEUED` once `queue_free` queued something during it.
-    static IN_TXN: Cell<u8> = const { Cell::new(0) };
-    /// TVars whose last handle was dropped inside a transaction, freed after the attempt.
-    static QUEUED_FREES: RefCell<Vec<QueuedFree>> = const { RefCell::new(Vec::new()) };
     /// This thread's owner id (0 = not assigned yet).
     static OWNER: Cell<u64> = const { Cell::new(0) };
     /// The cached transaction object of this thread, or null. A plain pointer with no
@@ -92,112 +88,6 @@ impl Drop for CacheFree {
                 drop(unsafe { Box::from_raw(cached) });
             }
         }
-    }
-}
-
-const IN_BODY: u8 = 1;
-const FREES_QUEUED: u8 = 2;
-/// A TVar free went into crossbeam's default bag of this thread: flush it after the next
-/// attempt (flushing on every drop would cost a global push and a collection each time, and
-/// recurse when the drop itself runs inside a collection).
-const DEFAULT_BAG_DIRTY: u8 = 4;
-
-/// Note that this thread's default epoch bag holds a TVar free; the next attempt flushes it.
-///
-/// A TVar may be dropped while this thread's thread-locals are being torn down (a value held in
-/// another thread-local, or freed by the collector then): nothing is noted then, and the epoch
-/// handle flushes its bag as it goes.
-#[inline]
-pub(crate) fn note_default_bag_dirty() {
-    let _ = IN_TXN.try_with(|f| f.set(f.get() | DEFAULT_BAG_DIRTY));
-}
-
-/// Whether a transaction body or `on_commit` hook is running on this thread. If so, the thread
-/// is pinned by that attempt, and the attempt will run the frees queued by `queue_free`.
-///
-/// False while the thread's thread-locals are being torn down: no transaction runs then.
-#[inline]
-pub(crate) fn in_transaction() -> bool {
-    IN_TXN.try_with(|f| f.get() & IN_BODY != 0).unwrap_or(false)
-}
-
-/// A TVar free to be deferred once the attempt is over.
-pub(crate) struct QueuedFree {
-    pub(crate) addr: usize,
-    pub(crate) destroy: unsafe fn(std::ptr::NonNull<crate::tvar::Header>),
-}
-
-/// Queue the free of a TVar whose last handle was dropped inside a transaction: deferring it
-/// now would pin and perhaps collect, running other values' destructors (user code) inside
-/// the transaction. The caller checked `in_transaction()`.
-pub(crate) fn queue_free(free: QueuedFree) {
-    QUEUED_FREES.with(|q| q.borrow_mut().push(free));
-    IN_TXN.with(|f| f.set(f.get() | FREES_QUEUED));
-}
-
-/// Work an attempt left for after it: queued TVar frees, a dirty default bag.
-#[inline]
-fn after_attempt(flags: u8, handle: &crossbeam_epoch::LocalHandle) {
-    if flags != 0 {
-        after_attempt_slow(flags, handle);
-    }
-}
-
-#[cold]
-fn after_attempt_slow(flags: u8, handle: &crossbeam_epoch::LocalHandle) {
-    // Clear what is handled first: if a destructor panics below, the rest stays flagged and a
-    // later attempt finishes it.
-    IN_TXN.with(|f| f.set(f.get() & !flags));
-    if flags & FREES_QUEUED != 0 {
-        run_queued_frees(handle);
-    }
-    if flags & DEFAULT_BAG_DIRTY != 0 {
-        crossbeam_epoch::pin().flush();
-    }
-}
-
-/// Defer the queued frees past every current pin and hand them to the collector.
-fn run_queued_frees(handle: &crossbeam_epoch::LocalHandle) {
-    let frees = QUEUED_FREES.with(|q| std::mem::take(&mut *q.borrow_mut()));
-    let guard = handle.pin();
-    for QueuedFree { addr, destroy } in frees {
-        // SAFETY: the last handle is gone (`queue_free`'s caller); deferring past every
-        // current pin keeps the pointers in running attempts' logs valid, as in `release_ref`.
-        unsafe {
-            guard
-                .defer_unchecked(move || destroy(std::ptr::NonNull::new_unchecked(addr as *mut _)));
-        }
-    }
-    guard.flush();
-}
-
-/// Marks this thread as inside a transaction until dropped, also when unwinding.
-struct InTxn;
-
-impl InTxn {
-    #[inline]
-    fn enter() -> InTxn {
-        IN_TXN.with(|f| f.set(f.get() | IN_BODY));
-        InTxn
-    }
-
-    /// Leave the transaction; the other flags that are set (they stay set until handled).
-    #[inline]
-    fn exit(self) -> u8 {
-        std::mem::forget(self);
-        IN_TXN.with(|f| {
-            let flags = f.get() & !IN_BODY;
-            f.set(flags);
-            flags
-        })
-    }
-}
-
-impl Drop for InTxn {
-    #[inline]
-    fn drop(&mut self) {
-        // Only reached when unwinding; queued frees stay queued for the next attempt's exit.
-        IN_TXN.with(|f| f.set(f.get() & !IN_BODY));
     }
 }
 
@@ -635,7 +525,7 @@ impl Txn {
 /// same snapshot, the stamp of each of `watched` that the predicate saw.
 pub(crate) fn evaluate_predicate(
     predicate: &Predicate,
-    watched: &[NonNull<crate::tvar::Header>],
+    watched: &[NonNull<crate::version::Header>],
 ) -> (bool, SmallVec<[u64; 4]>) {
     atomically(|tx| {
         tx.forbid_writes = true;

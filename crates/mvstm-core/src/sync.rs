@@ -83,6 +83,23 @@ pub(crate) fn spin_hint() {
 /// every access around it, not only the `SeqCst` ones, so the model is slightly stronger than a
 /// real build here; the arguments it stands in (retry registration against a committer, see
 /// `parking.rs`) involve only `SeqCst` accesses.
+/// Load a word that no thread writes any more and whose last write happened before us.
+///
+/// Under loom an unsynchronised load, which loom checks for exactly that (a racing or unordered
+/// write fails the model) without making the load a point where threads may switch: the version
+/// chain walks of the trimmer would otherwise multiply the interleavings a model explores.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn load_unraced(word: &AtomicU64) -> u64 {
+    word.load(Ordering::Relaxed)
+}
+
+#[cfg(loom)]
+pub(crate) fn load_unraced(word: &AtomicU64) -> u64 {
+    // SAFETY: the caller's contract (see the non-loom twin); loom verifies it.
+    unsafe { word.unsync_load() }
+}
+
 #[cfg(not(loom))]
 #[inline(always)]
 pub(crate) fn seq_cst_point() {}

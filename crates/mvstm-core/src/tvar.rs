@@ -1,16 +1,4 @@
-//! `TVar<T>`: a handle to a chain of immutable committed versions.
-//!
-//! ```text
-//!  TVar ──► Inner { header: Header { lock, waiters, refs, ops }, head }
-//!                                                              │
-//!                          Version { stamp: 9, value, prev } ◄─┘
-//!                                                       │
-//!                          Version { stamp: 4, value, prev } ──► null (trimmed)
-//! ```
-//!
-//! A committed version never changes after it is published: a read is an atomic load of a
-//! pointer to immutable memory plus a clone, never a racy read. Versions are newest first; a
-//! snapshot `rv` reads the first version with `stamp <= rv`.
+//! `TVar<T>`: a handle to a chain of immutable committed versions (`version.rs`).
 //!
 //! The handle is reference counted by hand rather than through `Arc` because the last handle
 //! must not free the variable at once: a running transaction may still hold a raw pointer to it
@@ -18,168 +6,16 @@
 //! stay pinned for their whole attempt, so a logged pointer is valid until the attempt ends.
 
 use crate::clock;
-use crate::lock::VarLock;
-use crate::reclaim::{self, Retired};
-use crate::sync::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
+use crate::reclaim;
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::version::{
+    destroy, drop_pending, finalize, head_stamp, link, stamp_at, unlink, Header, Inner, VarOps,
+    Version,
+};
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-
-/// One committed (or, while in a write log, private) value of a TVar.
-pub(crate) struct Version<T> {
-    /// The commit stamp, or while its commit is undecided the record of that commit with the
-    /// [`clock::PENDING`] bit (see `clock.rs`). Final once it holds a stamp: it never changes
-    /// again.
-    pub(crate) stamp: AtomicU64,
-    pub(crate) prev: Atomic<Version<T>>,
-    pub(crate) value: T,
-}
-
-/// Operations on a TVar whose value type the logs have erased.
-pub(crate) struct VarOps {
-    /// Link the private `node` as the new head, its stamp field pending on a commit record.
-    pub(crate) link: unsafe fn(NonNull<Header>, NonNull<()>, u64),
-    /// Give the linked head `node` its final stamp, then trim old versions into the list.
-    pub(crate) finalize: unsafe fn(NonNull<Header>, NonNull<()>, u64, &Guard, &mut Retired),
-    /// Take the linked head `node` out again (its commit was abandoned) and retire it.
-    pub(crate) unlink: unsafe fn(NonNull<Header>, NonNull<()>, &Guard, &mut Retired),
-    /// Drop a pending node that will not be published.
-    pub(crate) drop_pending: unsafe fn(NonNull<()>),
-    /// Free the variable and its whole chain (the last reference is gone).
-    pub(crate) destroy: unsafe fn(NonNull<Header>),
-    /// The stamp field of the current head version, pending or final (pins internally).
-    pub(crate) head_stamp: unsafe fn(NonNull<Header>) -> u64,
-    /// The stamp of the newest version with `stamp <= rv` (see [`Inner::version_at`]).
-    pub(crate) stamp_at: unsafe fn(NonNull<Header>, u64, &Guard) -> u64,
-}
-
-/// The type-independent part of a TVar, first in `Inner<T>` so logs can point at it.
-#[repr(C)]
-pub(crate) struct Header {
-    pub(crate) lock: VarLock,
-    /// Number of retry waiters registered on this TVar (see `parking.rs`).
-    pub(crate) waiters: AtomicU32,
-    /// Number of committers with `on_commit` hooks that hold this TVar shared: they read it,
-    /// validated the read and are running hooks; no writer may commit it meanwhile (`commit.rs`).
-    holders: AtomicU32,
-    /// Writes since the last full trim of the chain; only the lock holder touches it.
-    pub(crate) writes_since_trim: AtomicU32,
-    refs: AtomicUsize,
-    pub(crate) ops: &'static VarOps,
-    /// Under loom, the variable's creation number (see [`Header::order_key`]).
-    #[cfg(loom)]
-    serial: usize,
-}
-
-impl Header {
-    /// Hold the variable shared, before validating a read of it.
-    ///
-    /// `SeqCst`, with the `SeqCst` lock-word loads of the validation after it and, on the
-    /// writers' side, the `SeqCst` lock CAS before [`Header::held_shared`]: in the single order
-    /// of `SeqCst` accesses either the writer's load comes after our increment (it sees the hold
-    /// and waits or gives up), or its CAS comes before our validation's load (we see the variable
-    /// locked or changed). The Dekker shape of retry registration (`parking.rs`).
-    #[inline]
-    pub(crate) fn hold_shared(&self) {
-        self.holders.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Release a hold taken by [`Header::hold_shared`].
-    ///
-    /// Release: the holder's commit (published before this, under a smaller stamp than any a
-    /// waiting writer takes later) happens-before that writer's publish.
-    #[inline]
-    pub(crate) fn release_shared(&self) {
-        self.holders.fetch_sub(1, Ordering::Release);
-    }
-
-    /// Whether a committer holds the variable shared; asked by a writer right after its lock
-    /// CAS (`SeqCst`: see [`Header::hold_shared`]).
-    #[inline]
-    pub(crate) fn held_shared(&self) -> bool {
-        self.holders.load(Ordering::SeqCst) != 0
-    }
-
-    /// The key of the global lock order, and of the order in which a waiter registers: the
-    /// header's address.
-    ///
-    /// Under loom it is the variable's creation number instead: addresses change from one
-    /// execution of a model to the next, so ordering by them would make the model take different
-    /// steps for the same schedule, which loom cannot explore.
-    ///
-    /// # Safety
-    ///
-    /// `header` is live (it is only read under loom).
-    #[inline]
-    pub(crate) unsafe fn order_key(header: NonNull<Header>) -> usize {
-        #[cfg(not(loom))]
-        return header.as_ptr() as usize;
-        #[cfg(loom)]
-        // SAFETY: live per the contract.
-        return unsafe { header.as_ref().serial };
-    }
-}
-
-#[repr(C)]
-pub(crate) struct Inner<T> {
-    pub(crate) header: Header,
-    pub(crate) head: Atomic<Version<T>>,
-}
-
-impl<T> Inner<T> {
-    /// The newest version in the snapshot `rv`, and its stamp.
-    ///
-    /// A pending version (its commit undecided) is resolved on the spot, without waiting
-    /// (`clock.rs`).
-    ///
-    /// # Safety
-    ///
-    /// The caller is pinned, and `rv` is a snapshot taken while pinned (so the trimming horizon
-    /// is `<= rv`, see `reclaim.rs`) or announced; the returned borrow must not outlive the pin.
-    #[inline]
-    pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> (&'g Version<T>, u64) {
-        // Acquire (here, on `prev` and on stamps): pairs with the Release stores that linked each
-        // node and finalized its stamp, so its fields are initialised before we read them.
-        let mut cur = self.head.load(Ordering::Acquire, guard);
-        loop {
-            // SAFETY: (1) heads and `prev` links are never null down to the version a snapshot
-            // `>=` the horizon needs, and (2) we are pinned, so an unlinked node is not freed.
-            let version = unsafe { cur.as_ref() }
-                .expect("mvstm internal error: a snapshot's version was reclaimed");
-            let stamp = version.stamp_in(rv);
-            if stamp <= rv {
-                return (version, stamp);
-            }
-            cur = version.prev.load(Ordering::Acquire, guard);
-        }
-    }
-}
-
-impl<T> Version<T> {
-    /// This version's stamp as the snapshot `rv` sees it: final, or above `rv` if its commit is
-    /// undecided (`clock::effective_stamp`).
-    #[inline]
-    pub(crate) fn stamp_in(&self, rv: u64) -> u64 {
-        // Acquire: pairs with the Release store of the final stamp.
-        let field = self.stamp.load(Ordering::Acquire);
-        clock::effective_stamp(field, rv, || self.stamp.load(Ordering::Acquire))
-    }
-
-    /// The stamp of a version known to be final (below a head, or a head under its lock).
-    #[inline]
-    pub(crate) fn final_stamp(&self) -> u64 {
-        // Relaxed: the caller reached the version through an Acquire link or holds the lock
-        // whose acquisition ordered the finalizing store before it.
-        let stamp = self.stamp.load(Ordering::Relaxed);
-        debug_assert_eq!(
-            stamp & clock::PENDING,
-            0,
-            "a version below the head is final"
-        );
-        stamp
-    }
-}
 
 /// A transactional variable: a cheap, cloneable handle to shared state.
 ///
@@ -228,16 +64,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
             value,
         });
         let inner = Box::new(Inner {
-            header: Header {
-                lock: VarLock::new(),
-                waiters: AtomicU32::new(0),
-                holders: AtomicU32::new(0),
-                writes_since_trim: AtomicU32::new(0),
-                refs: AtomicUsize::new(1),
-                ops: &Self::OPS,
-                #[cfg(loom)]
-                serial: crate::sync::creation_number(),
-            },
+            header: Header::new(&Self::OPS),
             head: Atomic::from(version),
         });
         TVar {
@@ -262,7 +89,7 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
     /// assert_eq!(v.load(), 2);
     /// ```
     pub fn load(&self) -> T {
-        if crate::runtime::in_transaction() {
+        if reclaim::in_transaction() {
             // Inside a body or `on_commit` hook the thread is pinned by the running attempt;
             // pinning again through crossbeam's default handle could collect garbage and run
             // other values' destructors inside the transaction.
@@ -425,157 +252,37 @@ unsafe fn release_ref(header: NonNull<Header>) {
         return;
     }
     fence(Ordering::Acquire);
-    let destroy = h.ops.destroy;
     let addr = header.as_ptr() as usize;
-    if crate::runtime::in_transaction() {
+    if reclaim::in_transaction() {
         // Pinning here could collect and run user destructors inside the transaction: let the
         // runtime defer the free once the attempt is over.
-        crate::runtime::queue_free(crate::runtime::QueuedFree { addr, destroy });
+        reclaim::queue_free(reclaim::QueuedFree {
+            addr,
+            destroy: destroy_at,
+        });
         return;
     }
     let guard = epoch::pin();
     // SAFETY: no handle is left; logs of running attempts may still point at the variable, and
     // they are pinned, so deferring the free past every current pin keeps those pointers valid.
     // `T: Send` (required by `TVar::new`) lets another thread drop the values.
-    unsafe {
-        guard.defer_unchecked(move || destroy(NonNull::new_unchecked(addr as *mut Header)));
-    }
+    unsafe { guard.defer_unchecked(move || destroy_at(addr)) };
     // This thread's default epoch handle may never pin again (transactions pin through their
     // own handle), and a bag that is never flushed keeps the variable until the thread exits:
     // the thread's next transaction flushes it.
-    crate::runtime::note_default_bag_dirty();
+    reclaim::note_default_bag_dirty();
 }
 
+/// Free the variable whose header is at `addr` and its whole chain.
+///
 /// # Safety
 ///
-/// The caller holds the TVar's lock and `node` is a private `Version<T>` of this TVar's type owned
-/// by a write log (see `alloc.rs`); ownership moves to the chain.
-unsafe fn link<T>(header: NonNull<Header>, node: NonNull<()>, pending: u64) {
-    // SAFETY: the header is first in `Inner<T>` (repr(C)) and live while the caller holds a lock.
-    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
-    let node = node.cast::<Version<T>>();
-    // SAFETY: only the lock holder changes `head`, and we hold the lock.
-    let guard = unsafe { epoch::unprotected() };
-    // Relaxed: as above.
-    let old = inner.head.load(Ordering::Relaxed, guard);
-    // SAFETY: the node is still private to us.
-    let version = unsafe { node.as_ref() };
-    // Relaxed: the Release head store below publishes both.
-    version.stamp.store(pending, Ordering::Relaxed);
-    version.prev.store(old, Ordering::Relaxed);
-    // Release: the node's fields are initialised before a reader can reach it.
-    inner.head.store(
-        Shared::from(node.as_ptr() as *const Version<T>),
-        Ordering::Release,
-    );
-}
-
-/// # Safety
-///
-/// The caller holds the TVar's lock, linked `node` as its head with [`link`], and is pinned by
-/// `guard`.
-unsafe fn finalize<T>(
-    header: NonNull<Header>,
-    node: NonNull<()>,
-    stamp: u64,
-    guard: &Guard,
-    retired: &mut Retired,
-) {
-    // SAFETY: as in `link`.
-    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
-    // SAFETY: the linked head, live while we hold the lock.
-    let version = unsafe { node.cast::<Version<T>>().as_ref() };
-    // Release: a reader that finds the final stamp finds the node's fields (they were published
-    // by the link already; this keeps the argument local).
-    version.stamp.store(stamp, Ordering::Release);
-    // Relaxed: we linked it.
-    let old = version.prev.load(Ordering::Relaxed, guard);
-    // SAFETY: lock held, pinned, `old` is the version the node covers.
-    unsafe { reclaim::trim(&inner.header, old, guard, retired) };
-}
-
-/// # Safety
-///
-/// As for [`finalize`]; the node's commit is abandoned and will not be decided.
-unsafe fn unlink<T>(
-    header: NonNull<Header>,
-    node: NonNull<()>,
-    guard: &Guard,
-    retired: &mut Retired,
-) {
-    // SAFETY: as in `link`.
-    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
-    // SAFETY: the linked head, live while we hold the lock.
-    let version = unsafe { node.cast::<Version<T>>().as_ref() };
-    // Release: a reader standing on the node walks past it from now on (`NEVER` is above every
-    // snapshot) and never needs the record again.
-    version.stamp.store(clock::NEVER, Ordering::Release);
-    // Relaxed: we linked it.
-    let old = version.prev.load(Ordering::Relaxed, guard);
-    // Release: as in `link` (the old head was published long ago; this keeps it local).
-    inner.head.store(old, Ordering::Release);
-    // SAFETY: unlinked under the lock, so we alone own the node; readers standing on it are
-    // pinned, and the free waits for them.
-    unsafe { retired.version(node.cast::<Version<T>>()) };
-}
-
-/// # Safety
-///
-/// `header` is live.
-unsafe fn head_stamp<T>(header: NonNull<Header>) -> u64 {
-    // SAFETY: live per the contract; the header is first in `Inner<T>`.
-    let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
-    let guard = epoch::pin();
-    // SAFETY: pinned; a head is never null.
-    // Acquire: pairs with the Release head store of `link` and the Release finalizing store.
+/// As for the variable's `VarOps::destroy`: no reference to it is left and no pinned thread can
+/// reach it.
+unsafe fn destroy_at(addr: usize) {
+    // SAFETY: `addr` is a live header per the contract.
     unsafe {
-        inner
-            .head
-            .load(Ordering::Acquire, &guard)
-            .deref()
-            .stamp
-            .load(Ordering::Acquire)
+        let header = NonNull::new_unchecked(addr as *mut Header);
+        (header.as_ref().ops.destroy)(header)
     }
 }
-
-/// # Safety
-///
-/// `header` is live, and as for [`Inner::version_at`].
-unsafe fn stamp_at<T>(header: NonNull<Header>, rv: u64, guard: &Guard) -> u64 {
-    // SAFETY: live per the contract; the header is first in `Inner<T>`; the rest is forwarded.
-    unsafe { header.cast::<Inner<T>>().as_ref().version_at(rv, guard).1 }
-}
-
-/// # Safety
-///
-/// `node` is a pending `Version<T>` owned by a write log and linked nowhere.
-unsafe fn drop_pending<T>(node: NonNull<()>) {
-    /// Gives the node's memory back even if the value's destructor unwinds.
-    struct Dealloc<T>(NonNull<Version<T>>);
-    impl<T> Drop for Dealloc<T> {
-        fn drop(&mut self) {
-            // SAFETY: the node's memory came from `alloc` (`Txn::write`) and nothing else owns
-            // it: the value in it is dropped (or being dropped) by `drop_pending`.
-            unsafe { crate::alloc::dealloc(self.0) };
-        }
-    }
-    let node = Dealloc(node.cast::<Version<T>>());
-    // SAFETY: per the contract we own the node: drop its value; `node` frees the memory after.
-    unsafe { std::ptr::drop_in_place(node.0.as_ptr()) };
-}
-
-/// # Safety
-///
-/// No reference to the TVar is left and no pinned thread can reach it.
-unsafe fn destroy<T>(header: NonNull<Header>) {
-    // SAFETY: per the contract we own the allocation made in `TVar::new`.
-    let inner = unsafe { Box::from_raw(header.cast::<Inner<T>>().as_ptr()) };
-    // SAFETY: nobody can reach the chain any more.
-    unsafe {
-        let head = inner.head.load(Ordering::Relaxed, epoch::unprotected());
-        reclaim::destroy_chain(head);
-    }
-}
-
-/// Pin the `Shared` type into this module's vocabulary for `reclaim`.
-pub(crate) type VersionPtr<'g, T> = Shared<'g, Version<T>>;
