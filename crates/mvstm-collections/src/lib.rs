@@ -26,6 +26,7 @@
 mod array;
 mod bqueue;
 mod chan;
+mod hamt;
 mod locks;
 mod map;
 mod mvar;
