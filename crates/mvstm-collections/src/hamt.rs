@@ -475,6 +475,8 @@ mod tests {
         total
     }
 
+    type Root = Arc<Node<u32, u32>>;
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u32, u32),
@@ -521,7 +523,7 @@ mod tests {
             let mut root = Arc::new(Node::empty());
             let mut model = HashMap::new();
             // Old roots with the model they stood for: persistence means they never change.
-            let mut kept: Vec<(Arc<Node<u32, u32>>, HashMap<u32, u32>)> = Vec::new();
+            let mut kept: Vec<(Root, HashMap<u32, u32>)> = Vec::new();
             for op in &ops {
                 match *op {
                     Op::Insert(k, v) => {

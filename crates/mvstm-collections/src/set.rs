@@ -2,7 +2,7 @@
 //!
 //! It shares the map's structure and therefore its conflict behaviour: writers of elements in
 //! different buckets touch disjoint TVars and do not conflict; `len` and `iter` read every
-//! bucket.
+//! bucket, and `iter` keeps the persistent tries it read instead of copying the elements.
 
 use crate::map::{TMap, TMapIter};
 use mvstm_core::{StmResult, Txn};
