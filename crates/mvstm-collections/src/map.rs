@@ -30,6 +30,10 @@ use std::sync::Arc;
 /// 4,096 keys, 64 buckets made inserts about 2x the cost of the former one-vector buckets,
 /// 128 about 1.6x, 256 about 1.5x while doubling the snapshot again (`docs/collections.md`).
 const BUCKETS: usize = 128;
+const _: () = assert!(
+    BUCKETS.is_power_of_two(),
+    "the bucket index is a mask of hash bits"
+);
 
 /// Hash bits the bucket index takes; each bucket's trie starts at this bit.
 const ROOT_SHIFT: u32 = BUCKETS.trailing_zeros();
