@@ -1,6 +1,7 @@
 //! Collections beside their usual alternatives, in one run: `TQueue`/`TBQueue` against
 //! crossbeam-channel (SPSC and MPMC, unbounded and bounded), `TMap` against `Mutex<HashMap>` and
-//! `RwLock<HashMap>` (inserts and gets, 1 and 2 threads), `TArray`, `TSet`, `TChan` and
+//! `RwLock<HashMap>` (inserts and gets, 1 and 2 threads; a snapshot of 1,000 entries against a
+//! clone), `TArray`, `TSet`, `TChan` and
 //! `TPriorityQueue` beside their lock-based counterparts (and async-stm's `TChan`, the only peer
 //! with one of these), and a transaction that pushes to a queue and updates a map together
 //! against the same with two mutexes. Run with
@@ -276,6 +277,35 @@ fn sets(c: &mut Criterion) {
     g.finish();
 }
 
+fn map_snapshots(c: &mut Criterion) {
+    // A snapshot of a map of 1,000 entries, taken (not consumed), and the same consumed.
+    // `TMap::iter` keeps the trie roots; `TMap::snapshot` and `HashMap::clone` copy the entries.
+    const ENTRIES: u64 = 1_000;
+    let tmap: TMap<u64, u64> = TMap::new();
+    let mutex = Mutex::new(HashMap::new());
+    for k in 0..ENTRIES {
+        atomically(|tx| tmap.insert(tx, k, k).map(drop));
+        mutex.lock().insert(k, k);
+    }
+    let mut g = c.benchmark_group("map_snapshot_1000");
+    g.bench_function("tmap_iter", |b| {
+        b.iter(|| black_box(atomically(|tx| tmap.iter(tx))))
+    });
+    g.bench_function("tmap_snapshot_vec", |b| {
+        b.iter(|| black_box(atomically(|tx| tmap.snapshot(tx))))
+    });
+    g.bench_function("mutex_hashmap_clone", |b| {
+        b.iter(|| black_box(mutex.lock().clone()))
+    });
+    g.bench_function("tmap_iter_sum", |b| {
+        b.iter(|| atomically(|tx| tmap.iter(tx)).map(|(_, v)| v).sum::<u64>())
+    });
+    g.bench_function("mutex_hashmap_sum", |b| {
+        b.iter(|| mutex.lock().values().sum::<u64>())
+    });
+    g.finish();
+}
+
 fn chans(c: &mut Criterion) {
     // One thread: send one message, receive it (one reader). async-stm's `TChan` is a queue
     // with one read end, so this is the case it can do.
@@ -447,5 +477,5 @@ fn config() -> Criterion {
         .sample_size(10)
 }
 
-criterion_group! { name = benches; config = config(); targets = queues, maps, arrays, sets, chans, pqueues, queue_and_map }
+criterion_group! { name = benches; config = config(); targets = queues, maps, map_snapshots, arrays, sets, chans, pqueues, queue_and_map }
 criterion_main!(benches);

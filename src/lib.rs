@@ -178,7 +178,7 @@ pub mod collections {
     //! |---|---|
     //! | [`TQueue`] | unbounded FIFO queue; `pop` retries while empty |
     //! | [`TBQueue`] | bounded FIFO queue; `push` also retries while full |
-    //! | [`TMap`] | hash map with a TVar per bucket; writers of different keys never conflict |
+    //! | [`TMap`] | hash map: a TVar per bucket holding a persistent trie; writers of different keys never conflict, `iter` snapshots without copying |
     //! | [`TSet`] | hash set on the same structure as `TMap` |
     //! | [`TArray`] | fixed-length array with a TVar per slot; disjoint indices never conflict |
     //! | [`TChan`] | broadcast channel (GHC's `TChan`): every [`TChanReader`] sees every later message |

@@ -3,8 +3,9 @@
 //! Every structure keeps its state in TVars and every operation takes the transaction, so they
 //! compose with each other and with any other TVar work inside one `atomically`. They are built
 //! on the public API of `mvstm-core` only. Each is designed so that independent users do not
-//! conflict: the two ends of a queue touch different slot TVars, each bucket of a map and each
-//! slot of an array is its own TVar, the readers of a broadcast channel each hold their own
+//! conflict: the two ends of a queue touch different slot TVars, each bucket of a map (the root
+//! of a persistent trie, so a snapshot shares it instead of copying) and each slot of an array
+//! is its own TVar, the readers of a broadcast channel each hold their own
 //! position, and a priority queue's pops and its pushes of smaller elements write different
 //! chunks.
 //!
@@ -26,6 +27,7 @@
 mod array;
 mod bqueue;
 mod chan;
+mod hamt;
 mod locks;
 mod map;
 mod mvar;

@@ -1,36 +1,44 @@
-//! `TMap`: a transactional hash map whose writers of different keys do not conflict.
+//! `TMap`: a transactional hash map whose writers of different keys do not conflict and whose
+//! snapshots cost no copy.
 //!
-//! The map is a table of buckets, each bucket its own TVar holding a small persistent vector
-//! (`Arc<Vec<(K, V)>>`: a read clones the `Arc`, an update copies one bucket). Writers of keys in
-//! different buckets touch disjoint TVars, so they commit without conflict; there is no global
-//! counter for them to meet on (`len` adds the buckets up instead).
+//! The map is a fixed row of [`BUCKETS`] TVars chosen by the low bits of the key's hash; each
+//! holds the root of a persistent hash array mapped trie (`hamt.rs`) over the rest of the bits.
+//! Writers of keys in different buckets touch disjoint TVars, so they commit without conflict;
+//! there is no global counter and no table variable for them to meet on.
 //!
-//! The table itself sits in a TVar that every operation reads and only a resize writes. When an
-//! insert adds an entry to a bucket that is then longer than `MAX_BUCKET`, it doubles the table in the same
-//! transaction, rehashing every entry. That transaction conflicts with the others once; the
-//! table grows until buckets stay short, so resizes become rare.
+//! A write copies the path from its bucket's root to the key (a few small nodes) and shares the
+//! rest, so the old root stays a complete map: a snapshot ([`TMap::iter`]) reads each bucket
+//! once and keeps the roots, and copies no entry. The trie under a bucket grows one node at a
+//! time where keys meet; nothing is ever rehashed, so no transaction has to touch the whole
+//! map to make room.
+//!
+//! The row does not grow: [`BUCKETS`] is the constant that trades the cost of a snapshot (one
+//! read per bucket) against the chance that two writers of different keys meet in one bucket
+//! (one in [`BUCKETS`] for two concurrent writes). `docs/collections.md` has the figures.
 
+use crate::hamt::{Iter, Node};
 use mvstm_core::{StmResult, TVar, Txn};
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-/// Buckets of a new map.
-const INITIAL_BUCKETS: usize = 64;
+/// Bucket TVars of every map: what a snapshot reads, and one over the chance that two
+/// concurrent writers of different keys share a bucket. It also sets the size of the node an
+/// insert copies: a bucket's root branch has up to 32 slots, and each slot holding a subtree
+/// costs a reference count up at the copy and down when the old root is freed. On a map of
+/// 4,096 keys, 64 buckets made inserts about 2x the cost of the former one-vector buckets,
+/// 128 about 1.6x, 256 about 1.5x while doubling the snapshot again (`docs/collections.md`).
+const BUCKETS: usize = 128;
+const _: () = assert!(
+    BUCKETS.is_power_of_two(),
+    "the bucket index is a mask of hash bits"
+);
 
-/// A bucket longer than this after an insert doubles the table.
-/// An insert that leaves its bucket longer than this doubles the table. A fixed bound keeps the
-/// load factor low in large tables (the longest bucket grows like `ln m / ln ln m`); a bound
-/// that grew with the table was tried and made resizes long enough to collide badly with
-/// concurrent writers, so it waits for a better resize (incremental, not one transaction).
-const MAX_BUCKET: usize = 4;
+/// Hash bits the bucket index takes; each bucket's trie starts at this bit.
+const ROOT_SHIFT: u32 = BUCKETS.trailing_zeros();
 
-type Bucket<K, V> = Arc<Vec<(K, V)>>;
-
-struct Table<K, V> {
-    buckets: Box<[TVar<Bucket<K, V>>]>,
-}
+type Root<K, V> = Arc<Node<K, V>>;
 
 /// A transactional hash map.
 ///
@@ -49,7 +57,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    table: TVar<Arc<Table<K, V>>>,
+    buckets: Arc<[TVar<Root<K, V>>]>,
     hasher: RandomState,
 }
 
@@ -66,19 +74,17 @@ where
     /// assert!(atomically(|tx| m.is_empty(tx)));
     /// ```
     pub fn new() -> TMap<K, V> {
+        let empty: Root<K, V> = Arc::new(Node::empty());
         TMap {
-            table: TVar::new(Arc::new(Table::new(INITIAL_BUCKETS))),
+            buckets: (0..BUCKETS).map(|_| TVar::new(empty.clone())).collect(),
             hasher: RandomState::new(),
         }
     }
 
-    fn bucket<'t, Q: Hash + ?Sized>(
-        &self,
-        table: &'t Table<K, V>,
-        key: &Q,
-    ) -> &'t TVar<Bucket<K, V>> {
+    /// The hash of `key` and the TVar of its bucket.
+    fn bucket<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &TVar<Root<K, V>>) {
         let hash = self.hasher.hash_one(key);
-        &table.buckets[(hash as usize) & (table.buckets.len() - 1)]
+        (hash, &self.buckets[(hash as usize) & (BUCKETS - 1)])
     }
 
     /// The value of `key` (any borrowed form of the key type, as with `HashMap::get`).
@@ -95,12 +101,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let table = tx.read(&self.table)?;
-        let bucket = tx.read(self.bucket(&table, key))?;
-        Ok(bucket
-            .iter()
-            .find(|(k, _)| k.borrow() == key)
-            .map(|(_, v)| v.clone()))
+        let (hash, cell) = self.bucket(key);
+        tx.read_with(cell, |root| root.get(hash, ROOT_SHIFT, key).cloned())
     }
 
     /// Whether `key` is present.
@@ -117,9 +119,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let table = tx.read(&self.table)?;
-        let bucket = tx.read(self.bucket(&table, key))?;
-        Ok(bucket.iter().any(|(k, _)| k.borrow() == key))
+        let (hash, cell) = self.bucket(key);
+        tx.read_with(cell, |root| root.get(hash, ROOT_SHIFT, key).is_some())
     }
 
     /// Insert `value` under `key`; the value it replaces, if any.
@@ -131,11 +132,9 @@ where
     /// assert_eq!(atomically(|tx| m.insert(tx, "k", 2)), Some(1)); // the replaced value
     /// ```
     pub fn insert(&self, tx: &mut Txn, key: K, value: V) -> StmResult<Option<V>> {
-        let mut old = None;
-        self.update(tx, key, |current| {
-            old = current;
-            Some(value)
-        })?;
+        let (hash, cell) = self.bucket(&key);
+        let (root, old) = tx.read_with(cell, |root| root.insert(hash, ROOT_SHIFT, key, value))?;
+        tx.write(cell, Arc::new(root))?;
         Ok(old)
     }
 
@@ -153,21 +152,12 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let table = tx.read(&self.table)?;
-        let cell = self.bucket(&table, key);
-        let bucket = tx.read(cell)?;
-        let Some(at) = bucket.iter().position(|(k, _)| k.borrow() == key) else {
+        let (hash, cell) = self.bucket(key);
+        let Some(removed) = tx.read_with(cell, |root| root.remove(hash, ROOT_SHIFT, key))? else {
             return Ok(None);
         };
-        let old = bucket[at].1.clone();
-        let rest: Vec<(K, V)> = bucket
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != at)
-            .map(|(_, e)| e.clone())
-            .collect();
-        tx.write(cell, Arc::new(rest))?;
-        Ok(Some(old))
+        tx.write(cell, Arc::new(removed.node))?;
+        Ok(Some(removed.value))
     }
 
     /// Entry-style change: `f` gets the current value (or `None`) and returns the new one (or
@@ -187,63 +177,27 @@ where
         key: K,
         f: impl FnOnce(Option<V>) -> Option<V>,
     ) -> StmResult<Option<V>> {
-        let table = tx.read(&self.table)?;
-        let cell = self.bucket(&table, &key);
-        let bucket = tx.read(cell)?;
-        let at = bucket.iter().position(|(k, _)| *k == key);
-        let new = f(at.map(|i| bucket[i].1.clone()));
-        if new.is_none() && at.is_none() {
-            return Ok(None); // removing an absent key: nothing to write
-        }
-        let mut entries: Vec<(K, V)> = Vec::with_capacity(bucket.len() + 1);
-        entries.extend(
-            bucket
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| Some(*i) != at)
-                .map(|(_, e)| e.clone()),
-        );
-        let added = at.is_none();
-        if let Some(v) = &new {
-            entries.push((key, v.clone()));
-        }
-        // Grow only when this write added an entry to a bucket past the threshold, and only if
-        // doubling can split it: keys that all share one full hash stay together whatever the
-        // table size (a degenerate `Hash`), so growing for them would never end.
-        let grow = added && entries.len() > MAX_BUCKET && !self.same_hash(&entries);
-        tx.write(cell, Arc::new(entries))?;
-        if grow {
-            self.grow(tx, &table)?;
+        let (hash, cell) = self.bucket(&key);
+        let (new, root) = tx.read_with(cell, |root| {
+            let old = root.get(hash, ROOT_SHIFT, &key).cloned();
+            let present = old.is_some();
+            let new = f(old);
+            let root = match &new {
+                Some(v) => Some(root.insert(hash, ROOT_SHIFT, key, v.clone()).0),
+                // Removing an absent key writes nothing.
+                None if present => root.remove(hash, ROOT_SHIFT, &key).map(|r| r.node),
+                None => None,
+            };
+            (new, root)
+        })?;
+        if let Some(root) = root {
+            tx.write(cell, Arc::new(root))?;
         }
         Ok(new)
     }
 
-    /// Whether every key of `entries` has the same full hash.
-    fn same_hash(&self, entries: &[(K, V)]) -> bool {
-        let first = self.hasher.hash_one(&entries[0].0);
-        entries
-            .iter()
-            .all(|(k, _)| self.hasher.hash_one(k) == first)
-    }
-
-    /// Double the table, rehashing every entry (this transaction's writes included).
-    fn grow(&self, tx: &mut Txn, table: &Table<K, V>) -> StmResult<()> {
-        let size = table.buckets.len() * 2;
-        let mut fresh: Vec<Vec<(K, V)>> = vec![Vec::new(); size];
-        for cell in table.buckets.iter() {
-            for (k, v) in tx.read(cell)?.iter() {
-                fresh[(self.hasher.hash_one(k) as usize) & (size - 1)].push((k.clone(), v.clone()));
-            }
-        }
-        // New TVars already holding their entries: private until the table is published, so
-        // they need no transactional write (and no lock at commit).
-        let bigger = Table {
-            buckets: fresh.into_iter().map(|e| TVar::new(Arc::new(e))).collect(),
-        };
-        tx.write(&self.table, Arc::new(bigger))
-    }
-
-    /// Number of entries. Reads every bucket, so it conflicts with every writer.
+    /// Number of entries: one read per bucket (each trie keeps its count), so it conflicts with
+    /// every writer.
     ///
     /// ```
     /// use mvstm::{atomically, collections::TMap};
@@ -252,10 +206,9 @@ where
     /// assert_eq!(atomically(|tx| m.len(tx)), 100);
     /// ```
     pub fn len(&self, tx: &mut Txn) -> StmResult<usize> {
-        let table = tx.read(&self.table)?;
         let mut n = 0;
-        for cell in table.buckets.iter() {
-            n += tx.read(cell)?.len();
+        for cell in self.buckets.iter() {
+            n += tx.read_with(cell, |root| root.len())?;
         }
         Ok(n)
     }
@@ -270,17 +223,17 @@ where
     /// assert!(!atomically(|tx| m.is_empty(tx)));
     /// ```
     pub fn is_empty(&self, tx: &mut Txn) -> StmResult<bool> {
-        let table = tx.read(&self.table)?;
-        for cell in table.buckets.iter() {
-            if !tx.read(cell)?.is_empty() {
+        for cell in self.buckets.iter() {
+            if tx.read_with(cell, |root| root.len())? != 0 {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    /// Every entry, in no particular order: an atomic snapshot of the whole map (in a read-only
-    /// transaction it never aborts and never blocks writers).
+    /// Every entry, in no particular order, copied into a `Vec`: an atomic snapshot of the whole
+    /// map (in a read-only transaction it never aborts and never blocks writers). It costs a
+    /// copy of every entry; [`TMap::iter`] gives the same snapshot without one.
     ///
     /// ```
     /// use mvstm::{atomically, collections::TMap};
@@ -291,18 +244,19 @@ where
     /// assert_eq!(all, vec![(0, 0), (1, 10), (2, 20)]);
     /// ```
     pub fn snapshot(&self, tx: &mut Txn) -> StmResult<Vec<(K, V)>> {
-        let table = tx.read(&self.table)?;
-        let mut all = Vec::new();
-        for cell in table.buckets.iter() {
-            all.extend(tx.read(cell)?.iter().cloned());
-        }
-        Ok(all)
+        Ok(self.iter(tx)?.collect())
     }
+
     /// Every entry, in no particular order, as an owning iterator over an atomic snapshot of the
     /// whole map: the iterator borrows nothing, so it can leave the transaction (API.md §8).
     ///
-    /// Today the snapshot copies the entries (O(n), like [`TMap::snapshot`]); in a read-only
-    /// transaction it never aborts and never blocks writers.
+    /// Taking the snapshot reads each of the map's 128 bucket TVars once and keeps their roots:
+    /// its cost does not depend on the number of entries, and no entry is copied until the
+    /// iterator yields it (each as a clone). Writers that commit later build new roots and
+    /// leave the snapshot's alone, so iterating never conflicts with them, inside the
+    /// transaction or after it. Like any read, the snapshot joins the transaction's read set:
+    /// an update transaction that iterates conflicts with a concurrent writer of any key (that
+    /// is what keeps it serializable); a read-only one never aborts and never blocks writers.
     ///
     /// ```
     /// use mvstm::{atomically, collections::TMap};
@@ -310,10 +264,19 @@ where
     /// atomically(|tx| m.insert(tx, 1, 10).map(|_| ()));
     /// let seen: Vec<(u32, u32)> = atomically(|tx| m.iter(tx)).collect();
     /// assert_eq!(seen, vec![(1, 10)]);
+    ///
+    /// // The snapshot is not affected by later writes.
+    /// let before = atomically(|tx| m.iter(tx));
+    /// atomically(|tx| m.insert(tx, 2, 20).map(drop));
+    /// assert_eq!(before.collect::<Vec<_>>(), vec![(1, 10)]);
     /// ```
     pub fn iter(&self, tx: &mut Txn) -> StmResult<TMapIter<K, V>> {
+        let mut roots = Vec::with_capacity(BUCKETS);
+        for cell in self.buckets.iter() {
+            roots.push(tx.read(cell)?);
+        }
         Ok(TMapIter {
-            entries: self.snapshot(tx)?.into_iter(),
+            entries: Iter::new(roots),
         })
     }
 }
@@ -330,10 +293,17 @@ where
 /// assert_eq!(it.next(), None);
 /// ```
 pub struct TMapIter<K, V> {
-    entries: std::vec::IntoIter<(K, V)>,
+    entries: Iter<K, V>,
 }
 
-impl<K, V> Iterator for TMapIter<K, V> {
+impl<K, V> TMapIter<K, V> {
+    /// Entries not yet yielded (`len`, without the `Clone` bounds of `ExactSizeIterator`).
+    pub(crate) fn remaining(&self) -> usize {
+        self.entries.remaining()
+    }
+}
+
+impl<K: Clone, V: Clone> Iterator for TMapIter<K, V> {
     type Item = (K, V);
 
     fn next(&mut self) -> Option<(K, V)> {
@@ -345,28 +315,35 @@ impl<K, V> Iterator for TMapIter<K, V> {
     }
 }
 
-impl<K, V> ExactSizeIterator for TMapIter<K, V> {}
+impl<K: Clone, V: Clone> ExactSizeIterator for TMapIter<K, V> {}
+
+impl<K: Clone, V: Clone> std::iter::FusedIterator for TMapIter<K, V> {}
+
+impl<K, V> Clone for TMapIter<K, V> {
+    /// Another iterator over the same snapshot, from the same position: it shares the trie
+    /// roots, so it copies no entry.
+    ///
+    /// ```
+    /// use mvstm::{atomically, collections::TMap};
+    /// let m = TMap::new();
+    /// atomically(|tx| (0..10u32).try_for_each(|i| m.insert(tx, i, i).map(drop)));
+    /// let snapshot = atomically(|tx| m.iter(tx));
+    /// let total: u32 = snapshot.clone().map(|(_, v)| v).sum();
+    /// assert_eq!(total, 45);
+    /// assert_eq!(snapshot.count(), 10); // the snapshot itself is still whole
+    /// ```
+    fn clone(&self) -> Self {
+        TMapIter {
+            entries: self.entries.clone(),
+        }
+    }
+}
 
 impl<K, V> std::fmt::Debug for TMapIter<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TMapIter")
-            .field("remaining", &self.entries.len())
+            .field("remaining", &self.entries.remaining())
             .finish()
-    }
-}
-
-impl<K, V> Table<K, V>
-where
-    K: Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    fn new(buckets: usize) -> Table<K, V> {
-        debug_assert!(buckets.is_power_of_two());
-        Table {
-            buckets: (0..buckets)
-                .map(|_| TVar::new(Arc::new(Vec::new())))
-                .collect(),
-        }
     }
 }
 
@@ -388,7 +365,7 @@ where
     /// Another handle to the same map.
     fn clone(&self) -> Self {
         TMap {
-            table: self.table.clone(),
+            buckets: self.buckets.clone(),
             hasher: self.hasher.clone(),
         }
     }

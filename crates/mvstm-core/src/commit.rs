@@ -12,7 +12,7 @@
 //!    writers of that variable out (they find it after their lock CAS and wait or give up), so
 //!    the validation stays true through arbitrary hook code and through the steps below;
 //!    readers and other validators do not see it at all, so two committers that only read a
-//!    variable (writers of different `TMap` keys, which both read the table) never conflict
+//!    variable (both read a shared configuration and write different variables) never conflict
 //!    through it;
 //! 4. links its new versions as their variables' heads, *pending* on its commit record, and
 //!    takes a stamp `wv` from the clock (`clock.rs`);
