@@ -241,7 +241,7 @@ pub mod lifecycle {
 }
 
 pub use mvstm_core::{
-    atomically, atomically_timeout, retry, try_atomically, AbortCause, AnyTVar, StmError,
+    atomically, atomically_timeout, retry, try_atomically, AbortCause, AnyTVar, OrAbort, StmError,
     StmResult, TVar, TimedOut, Txn,
 };
 

@@ -503,3 +503,32 @@ fn try_claims_report_refusals_without_aborting() {
     stop.unwrap().outcome().unwrap();
     assert_eq!(spare.state(), State::Stopped);
 }
+
+#[test]
+fn a_refused_claim_inside_plain_atomically_panics_naming_the_claim_error() {
+    let service = Lifecycle::new(Strict::default());
+    service.start().unwrap();
+    let extra = TVar::new(0u32);
+    let refused = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.modify(&extra, |n| n + 1)?;
+            service.claim_start(tx) // already running: refused, the transaction aborts
+        })
+    }));
+    let msg = common::panic_message(&*refused.expect_err("a refused claim must panic"));
+    assert!(
+        msg.contains("of type `mvstm_lifecycle::error::ClaimError`")
+            && msg.contains("try_atomically::<_, mvstm_lifecycle::error::ClaimError>"),
+        "the message should say that a ClaimError arrived and how to receive it: {msg}"
+    );
+    assert!(
+        !msg.contains("Txn::abort or a veto"),
+        "the old, vague message: {msg}"
+    );
+    assert_eq!(
+        extra.load(),
+        0,
+        "the aborted transaction published its write"
+    );
+    assert_eq!(service.state(), State::Running);
+}

@@ -47,7 +47,7 @@ mod sync;
 mod tvar;
 mod txn;
 
-pub use error::{retry, AbortCause, StmError, StmResult, TimedOut};
+pub use error::{retry, AbortCause, OrAbort, StmError, StmResult, TimedOut};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use runtime::loom_release_thread;

@@ -496,6 +496,7 @@ impl CommandQueueBuilder {
     /// queue.enqueue(Ping).unwrap();
     /// assert!(queue.enqueue(Ping).is_err()); // full
     /// ```
+    #[track_caller]
     pub fn capacity(mut self, capacity: usize) -> Self {
         assert!(capacity > 0, "CommandQueue capacity must be at least 1");
         self.capacity = capacity;
@@ -518,6 +519,7 @@ impl CommandQueueBuilder {
     /// queue.processor().stop().unwrap();
     /// assert_eq!(queue.dead_letters()[0].attempts, 4);
     /// ```
+    #[track_caller]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         assert!(attempts > 0, "CommandQueue max_attempts must be at least 1");
         self.max_attempts = attempts;
@@ -577,6 +579,7 @@ impl CommandQueueBuilder {
     /// queue.processor().stop().unwrap();
     /// assert_eq!(total.load(), 5); // handled one at a time, in order
     /// ```
+    #[track_caller]
     pub fn handler<C: Send + 'static>(
         mut self,
         handler: impl Fn(&mut Txn, &C) -> StmResult<()> + Send + Sync + 'static,

@@ -976,6 +976,7 @@ impl<S: Service> Claim<S> {
     /// // The claim committed; the start ran in its after_commit hook and failed.
     /// assert!(matches!(claim.outcome(), Err(LifecycleError::Failed(e)) if e == "no config"));
     /// ```
+    #[track_caller]
     pub fn outcome(self) -> Outcome<S> {
         self.outcome
             .lock()
