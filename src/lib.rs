@@ -165,6 +165,7 @@
 // their crates, so that rustdoc inlines their items: `mvstm::collections::TMap` has its own
 // page in these docs and turns up in their search.
 
+#[cfg(feature = "collections")]
 pub mod collections {
     //! Transactional collections and coordination structures (the `mvstm-collections` crate).
     //!
@@ -202,6 +203,7 @@ pub mod collections {
     pub use mvstm_collections::*;
 }
 
+#[cfg(feature = "lifecycle")]
 pub mod lifecycle {
     //! Service lifecycles started and stopped from concurrent requests, a registry with
     //! dependencies, and a command queue (the `mvstm-lifecycle` crate).
@@ -259,10 +261,10 @@ pub mod durable {
 
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "collections", feature = "lifecycle"))]
 pub struct ReadmeDoctests;
 
 /// The Rust code in `docs/lifecycle.md`, compiled and run as doctests.
 #[doc = include_str!("../docs/lifecycle.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "lifecycle"))]
 pub struct LifecycleDocDoctests;

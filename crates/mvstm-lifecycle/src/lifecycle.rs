@@ -297,6 +297,51 @@ impl<S: Service> Lifecycle<S> {
         tx.read(&self.inner.state)
     }
 
+    /// Call `f` with the running instance, e.g. to read the port a server bound; `None` unless
+    /// the service is `Running`.
+    ///
+    /// `f` runs under the lock that guards the instance: a stop claimed meanwhile waits for `f`
+    /// to return before `Service::stop` gets the instance, so `f` should be short and must not
+    /// start, stop or restart this service (its hook would wait for `f`, on the same thread).
+    /// Not inside a transaction either: a transaction that calls it could run again.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service};
+    /// use std::net::{SocketAddr, TcpListener, TcpStream};
+    ///
+    /// struct Server;
+    /// impl Service for Server {
+    ///     type Running = TcpListener;
+    ///     type Error = std::io::Error;
+    ///     fn start(&self) -> std::io::Result<TcpListener> {
+    ///         TcpListener::bind("127.0.0.1:0") // any free port
+    ///     }
+    ///     fn stop(&self, listener: TcpListener) -> std::io::Result<()> {
+    ///         drop(listener);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let server = Lifecycle::new(Server);
+    /// assert_eq!(server.with_running(|l| l.local_addr().ok()), None); // stopped
+    /// server.start()?;
+    /// let addr: SocketAddr = server.with_running(|l| l.local_addr()).expect("running")?;
+    /// TcpStream::connect(addr)?; // the port the service really bound
+    /// server.stop()?;
+    /// assert!(server.with_running(|_| ()).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_running<R>(&self, f: impl FnOnce(&S::Running) -> R) -> Option<R> {
+        let running = self.inner.running.lock();
+        // Under the lock, `Running` means the instance is there and stays there until `f`
+        // returns: a start's hook stores it before it records `Running`, and a stop's hook takes
+        // it, under this lock, only after its claim moved the state to `Stopping`.
+        if self.inner.state.load() != State::Running {
+            return None;
+        }
+        running.as_ref().map(f)
+    }
+
     /// Start the service: claim (`Starting`), run `Service::start`, record `Running` or
     /// `Failed`.
     ///
