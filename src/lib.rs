@@ -16,6 +16,11 @@
 //!   `Versioned` records, composable inside one transaction.
 //! - [`lifecycle`]: services started and stopped from concurrent requests (`Lifecycle`), a
 //!   `Registry` with dependencies, and a `CommandQueue`.
+//! - [`stats()`] and [`stats`]: counters of commits, re-runs by cause and time blocked, and the
+//!   TVars that conflict most.
+//!
+//! Cargo features: `collections` and `lifecycle` (on by default), `serde` and `tracing` (for
+//! the lifecycle), `durable`; with `default-features = false` only the engine is built.
 //!
 //! # A short tour
 //!
@@ -247,6 +252,17 @@ pub use mvstm_core::{
     StmResult, TVar, TimedOut, Txn,
 };
 
+/// The counters behind [`stats()`]: what one snapshot holds, and opt-in tracking of the TVars
+/// that conflict most. Design and cost:
+/// [docs/observability.md](https://github.com/mvstm/mvstm/blob/main/docs/observability.md).
+pub mod stats {
+    #[doc(inline)]
+    pub use mvstm_core::stats::*;
+}
+
+#[doc(inline)]
+pub use mvstm_core::stats::stats;
+
 #[cfg(feature = "durable")]
 pub mod durable {
     //! Durable records, a command queue and leased locks shared by processes on one or many
@@ -263,6 +279,11 @@ pub mod durable {
 #[doc = include_str!("../README.md")]
 #[cfg(all(doctest, feature = "collections", feature = "lifecycle"))]
 pub struct ReadmeDoctests;
+
+/// The Rust code in `docs/observability.md`, compiled and run as doctests.
+#[doc = include_str!("../docs/observability.md")]
+#[cfg(doctest)]
+pub struct ObservabilityDocDoctests;
 
 /// The Rust code in `docs/lifecycle.md`, compiled and run as doctests.
 #[doc = include_str!("../docs/lifecycle.md")]

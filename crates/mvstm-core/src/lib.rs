@@ -43,6 +43,7 @@ mod log;
 mod parking;
 mod reclaim;
 mod runtime;
+pub mod stats;
 mod sync;
 mod tvar;
 mod txn;
@@ -52,5 +53,6 @@ pub use error::{retry, AbortCause, OrAbort, StmError, StmResult, TimedOut};
 #[doc(hidden)]
 pub use runtime::loom_release_thread;
 pub use runtime::{atomically, atomically_timeout, try_atomically};
+pub use stats::stats;
 pub use tvar::TVar;
 pub use txn::{AnyTVar, Txn};

@@ -447,14 +447,20 @@ fn run<T>(
         // The body and the commit under one `catch_unwind`: a panic anywhere in the attempt
         // (the body, a clone or drop of a value, an `on_commit` hook) abandons it cleanly.
         let attempt = catch_unwind(AssertUnwindSafe(|| match body(&mut tx) {
-            Ok(value) => tx.commit().map(|()| value).map_err(Failed::Commit),
+            Ok(value) => {
+                let read_only = tx.writes.is_empty();
+                tx.commit()
+                    .map(|()| (value, read_only))
+                    .map_err(Failed::Commit)
+            }
             Err(signal) => Err(Failed::Signal(signal)),
         }));
         // Work the attempt left (queued TVar frees, a bag to flush) runs once the attempt is
         // finished or abandoned, after its hooks: it may run other values' destructors.
         let flags = in_txn.exit();
         let outcome = match attempt {
-            Ok(Ok(value)) => {
+            Ok(Ok((value, read_only))) => {
+                crate::stats::committed(read_only);
                 contention.release();
                 tx.finish_committed(flags);
                 return Ok(value);
@@ -484,6 +490,7 @@ fn run<T>(
         contention.release();
         match outcome {
             Abandon::Conflict => {
+                crate::stats::conflicted(&tx);
                 tx.update_hint |= !tx.writes.is_empty();
                 tx.abandon(AbortCause::Conflict, flags);
                 contention.on_conflict();
@@ -513,7 +520,9 @@ fn run<T>(
                          wait on (read the state you are waiting for before calling retry)"
                     );
                 }
-                tx.blocked += wait.block();
+                let waited = wait.block();
+                crate::stats::blocked(waited);
+                tx.blocked += waited;
                 if limit.is_some_and(|limit| tx.blocked >= limit) {
                     return Err(Ended::TimedOut);
                 }
@@ -614,6 +623,7 @@ impl Txn {
     /// does not skip the hooks, and a panicking hook does not skip the queued frees. The first
     /// panic resumes at the end (a hook's before a destructor's).
     fn abandon(&mut self, cause: AbortCause, flags: u8) {
+        crate::stats::abandoned(cause);
         let dropped = self.clear_attempt();
         let hooks = if self.hooks.is_empty() {
             Ok(())

@@ -416,7 +416,13 @@ impl<S: Service> Lifecycle<S> {
     }
 
     fn run(&self, op: Op) -> Outcome<S> {
-        try_atomically::<_, ClaimError>(|tx| self.claim(tx, op))?.outcome()
+        match try_atomically::<_, ClaimError>(|tx| self.claim(tx, op)) {
+            Ok(claim) => claim.outcome(),
+            Err(refused) => {
+                crate::trace::refused(std::any::type_name::<S>(), &refused);
+                Err(refused.into())
+            }
+        }
     }
 
     /// Claim a start inside the caller's transaction.
@@ -804,6 +810,7 @@ impl<S: Service> Inner<S> {
         // see the transition.
         let inner = Arc::clone(self);
         tx.after_commit(move || {
+            crate::trace::transition(std::any::type_name::<S>(), &transition);
             if let Some(panic) = inner.notify(&transition) {
                 match panics {
                     Some(slot) => {
@@ -847,7 +854,11 @@ impl<S: Service> Inner<S> {
                 return Err(LifecycleError::Cancelled(reason));
             }
         }
-        match catch_unwind(AssertUnwindSafe(|| self.service.start())) {
+        let started = {
+            let _span = crate::trace::operation(std::any::type_name::<S>(), Op::Start);
+            catch_unwind(AssertUnwindSafe(|| self.service.start()))
+        };
+        match started {
             Ok(Ok(running)) => {
                 *self.running.lock() = Some(running);
                 settle.reached(State::Running);
@@ -871,7 +882,11 @@ impl<S: Service> Inner<S> {
             .lock()
             .take()
             .expect("mvstm-lifecycle: a running service without its instance (a bug)");
-        match catch_unwind(AssertUnwindSafe(|| self.service.stop(running))) {
+        let stopped = {
+            let _span = crate::trace::operation(std::any::type_name::<S>(), Op::Stop);
+            catch_unwind(AssertUnwindSafe(|| self.service.stop(running)))
+        };
+        match stopped {
             Ok(Ok(())) if then_start => {
                 // Hand the claim straight to the start: `Stopping` → `Starting`, with the same
                 // guard still armed.
