@@ -2,7 +2,7 @@
 //!
 //! # Counters that cost the commit path one store
 //!
-//! Every thread counts into its own [`Block`] of atomics, padded to its own cache lines and
+//! Every thread counts into its own block of atomics, padded to its own cache lines and
 //! registered in a global list on the thread's first count. Only that thread writes its block,
 //! with a relaxed load and a relaxed store: no read-modify-write, no lock prefix, no cache line
 //! shared with another writer, so counting a commit costs a thread-local load and one store
@@ -31,8 +31,7 @@ use crate::txn::Txn;
 use std::fmt;
 use std::time::Duration;
 
-/// A snapshot of the counters of every transaction this process ran, from [`stats()`]
-/// (crate::stats()).
+/// A snapshot of the counters of every transaction this process ran, from [`stats()`].
 ///
 /// Counts are totals since the process started; [`Snapshot::since`] gives the counts between
 /// two snapshots. An *attempt* is one run of a body: a call of `atomically` makes one attempt
@@ -129,7 +128,7 @@ impl fmt::Display for Snapshot {
 ///
 /// Cheap enough to call from a status endpoint: a lock and a few loads per thread that ran a
 /// transaction. Counting costs the transactions themselves one uncontended store per commit
-/// (module docs of `stats.rs`).
+/// (see [the module docs](self)).
 ///
 /// ```
 /// let s = mvstm::stats();
