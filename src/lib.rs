@@ -16,8 +16,8 @@
 //!   `Versioned` records, composable inside one transaction.
 //! - [`lifecycle`]: services started and stopped from concurrent requests (`Lifecycle`), a
 //!   `Registry` with dependencies, and a `CommandQueue`.
-//! - [`stats()`] and [`stats`](mod@stats): counters of commits, re-runs by cause and time blocked, and the
-//!   TVars that conflict most.
+//! - [`stats()`] and [`stats`](mod@stats): counters of commits, re-runs by cause and time
+//!   blocked, and the TVars that conflict most.
 //!
 //! Cargo features: `collections` and `lifecycle` (on by default), `serde` and `tracing` (for
 //! the lifecycle), `durable`; with `default-features = false` only the engine is built.
