@@ -17,6 +17,11 @@
 //!   inside one transaction.
 //! - [`lifecycle`]: services started and stopped from concurrent requests (`Lifecycle`), a
 //!   `Registry` with dependencies, and a `CommandQueue`.
+//! - [`stats()`] and [`stats`](mod@stats): counters of commits, re-runs by cause and time
+//!   blocked, and the TVars that conflict most.
+//!
+//! Cargo features: `collections` and `lifecycle` (on by default), `serde` and `tracing` (for
+//! the lifecycle), `durable`; with `default-features = false` only the engine is built.
 //!
 //! # A short tour
 //!
@@ -166,6 +171,7 @@
 // their crates, so that rustdoc inlines their items: `mvstm::collections::TMap` has its own
 // page in these docs and turns up in their search.
 
+#[cfg(feature = "collections")]
 pub mod collections {
     //! Transactional collections and coordination structures (the `mvstm-collections` crate).
     //!
@@ -239,6 +245,7 @@ pub mod collections {
     pub use mvstm_collections::*;
 }
 
+#[cfg(feature = "lifecycle")]
 pub mod lifecycle {
     //! Service lifecycles started and stopped from concurrent requests, a registry with
     //! dependencies, and a command queue (the `mvstm-lifecycle` crate).
@@ -278,9 +285,20 @@ pub mod lifecycle {
 }
 
 pub use mvstm_core::{
-    atomically, atomically_timeout, retry, try_atomically, AbortCause, AnyTVar, StmError,
+    atomically, atomically_timeout, retry, try_atomically, AbortCause, AnyTVar, OrAbort, StmError,
     StmResult, TVar, TimedOut, Txn,
 };
+
+/// The counters behind [`stats()`]: what one snapshot holds, and opt-in tracking of the TVars
+/// that conflict most. Design and cost:
+/// [docs/observability.md](https://github.com/mvstm/mvstm/blob/main/docs/observability.md).
+pub mod stats {
+    #[doc(inline)]
+    pub use mvstm_core::stats::*;
+}
+
+#[doc(inline)]
+pub use mvstm_core::stats::stats;
 
 #[cfg(feature = "durable")]
 pub mod durable {
@@ -296,10 +314,15 @@ pub mod durable {
 
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
 #[doc = include_str!("../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "collections", feature = "lifecycle"))]
 pub struct ReadmeDoctests;
+
+/// The Rust code in `docs/observability.md`, compiled and run as doctests.
+#[doc = include_str!("../docs/observability.md")]
+#[cfg(doctest)]
+pub struct ObservabilityDocDoctests;
 
 /// The Rust code in `docs/lifecycle.md`, compiled and run as doctests.
 #[doc = include_str!("../docs/lifecycle.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "lifecycle"))]
 pub struct LifecycleDocDoctests;

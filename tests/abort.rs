@@ -5,7 +5,7 @@
 mod common;
 
 use common::panic_message;
-use mvstm::{atomically, try_atomically, AbortCause, StmResult, TVar};
+use mvstm::{atomically, try_atomically, AbortCause, OrAbort, StmResult, TVar};
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -127,6 +127,10 @@ fn abort_inside_plain_atomically_panics_naming_try_atomically() {
         msg.contains("try_atomically"),
         "the message should name try_atomically: {msg}"
     );
+    assert!(
+        msg.contains("`&str`") && msg.contains("no way to return this"),
+        "the message should name the error's type and show a string error: {msg}"
+    );
     assert_eq!(v.load(), 1, "the aborted writes were published");
     assert_eq!(*causes.borrow(), vec![AbortCause::Abort]);
     update_elsewhere(&v, 3);
@@ -150,8 +154,14 @@ fn abort_of_another_error_type_panics_clearly() {
     let msg = panic_message(&*p);
     assert!(msg.contains("try_atomically"), "{msg}");
     assert!(
-        msg.contains("Expected"),
+        msg.contains(
+            "try_atomically::<_, abort::abort_of_another_error_type_panics_clearly::Expected>"
+        ),
         "the message should name the expected type: {msg}"
+    );
+    assert!(
+        msg.contains("`abort::abort_of_another_error_type_panics_clearly::Other`"),
+        "the message should name the type that arrived: {msg}"
     );
     assert_eq!(v.load(), 1);
 }
@@ -167,10 +177,10 @@ fn veto_of_another_error_type_panics_clearly() {
         })
     }));
     let p = r.expect_err("a veto with an error of another type must panic");
+    let msg = panic_message(&*p);
     assert!(
-        panic_message(&*p).contains("try_atomically"),
-        "{}",
-        panic_message(&*p)
+        msg.contains("try_atomically::<_, alloc::string::String>") && msg.contains("`u8`"),
+        "the message should name both types: {msg}"
     );
     assert_eq!(v.load(), 1);
     update_elsewhere(&v, 4);
@@ -270,5 +280,43 @@ fn a_swallowed_abort_in_or_else_still_aborts() {
         )
     });
     assert_eq!(r, Err("no"));
+    assert_eq!(v.load(), 0);
+}
+
+#[test]
+fn or_abort_passes_ok_through_and_aborts_with_the_error() {
+    let port = TVar::new(8080u16);
+    let causes = Rc::new(RefCell::new(Vec::new()));
+    let set = |input: &str| {
+        try_atomically::<u16, std::num::ParseIntError>(|tx| {
+            let c = causes.clone();
+            tx.on_abort(move |cause| c.borrow_mut().push(cause));
+            tx.write(&port, 1)?; // discarded if the parse fails
+            let p: u16 = input.parse().or_abort(tx)?;
+            tx.write(&port, p)?;
+            Ok(p)
+        })
+    };
+    let err = set("80a").expect_err("a parse error aborts");
+    assert_eq!(err, "80a".parse::<u16>().unwrap_err());
+    assert_eq!(
+        port.load(),
+        8080,
+        "the write before the abort was published"
+    );
+    assert_eq!(*causes.borrow(), vec![AbortCause::Abort]);
+    assert_eq!(set("9090"), Ok(9090));
+    assert_eq!(port.load(), 9090);
+}
+
+#[test]
+fn or_abort_is_final_even_if_the_signal_is_dropped() {
+    let v = TVar::new(0u32);
+    let r = try_atomically::<(), &str>(|tx| {
+        let _ = Err::<(), _>("dropped").or_abort(tx); // the body ignores the signal
+        tx.write(&v, 1).ok(); // fails at once: the attempt is aborted
+        Ok(())
+    });
+    assert_eq!(r, Err("dropped"));
     assert_eq!(v.load(), 0);
 }

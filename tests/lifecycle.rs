@@ -503,3 +503,120 @@ fn try_claims_report_refusals_without_aborting() {
     stop.unwrap().outcome().unwrap();
     assert_eq!(spare.state(), State::Stopped);
 }
+
+#[test]
+fn a_refused_claim_inside_plain_atomically_panics_naming_the_claim_error() {
+    let service = Lifecycle::new(Strict::default());
+    service.start().unwrap();
+    let extra = TVar::new(0u32);
+    let refused = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            tx.modify(&extra, |n| n + 1)?;
+            service.claim_start(tx) // already running: refused, the transaction aborts
+        })
+    }));
+    let msg = common::panic_message(&*refused.expect_err("a refused claim must panic"));
+    assert!(
+        msg.contains("of type `mvstm_lifecycle::error::ClaimError`")
+            && msg.contains("try_atomically::<_, mvstm_lifecycle::error::ClaimError>"),
+        "the message should say that a ClaimError arrived and how to receive it: {msg}"
+    );
+    assert!(
+        !msg.contains("Txn::abort or a veto"),
+        "the old, vague message: {msg}"
+    );
+    assert_eq!(
+        extra.load(),
+        0,
+        "the aborted transaction published its write"
+    );
+    assert_eq!(service.state(), State::Running);
+}
+
+#[test]
+fn with_running_sees_the_instance_only_while_running() {
+    let service = Lifecycle::new(Strict::default());
+    assert_eq!(service.with_running(|n| *n), None, "stopped");
+    service.start().unwrap();
+    assert_eq!(
+        service.with_running(|n| *n),
+        Some(0),
+        "the instance the first start returned"
+    );
+    service.restart().unwrap();
+    assert_eq!(
+        service.with_running(|n| *n),
+        Some(1),
+        "the instance of the second start"
+    );
+    service.stop().unwrap();
+    assert_eq!(service.with_running(|n| *n), None, "stopped again");
+}
+
+#[test]
+fn with_running_is_none_while_starting_and_a_stop_waits_for_it() {
+    use std::sync::mpsc;
+    /// A service whose start waits for a go-ahead, so a test can look at it while `Starting`.
+    struct Gated(Mutex<mpsc::Receiver<()>>);
+    impl Service for Gated {
+        type Running = &'static str;
+        type Error = String;
+        fn start(&self) -> Result<&'static str, String> {
+            self.0.lock().unwrap().recv().map_err(|e| e.to_string())?;
+            Ok("instance")
+        }
+        fn stop(&self, _: &'static str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let (go, gate) = mpsc::channel();
+    let service = Lifecycle::new(Gated(Mutex::new(gate)));
+    let starter = {
+        let service = service.clone();
+        spawn_reporting(move || service.start())
+    };
+    service
+        .wait_for(|s| *s == State::Starting, LIMIT)
+        .expect("the start was claimed");
+    assert_eq!(
+        service.with_running(|r| *r),
+        None,
+        "starting: no instance yet"
+    );
+    go.send(()).unwrap();
+    finish(&starter, "start").unwrap();
+    assert_eq!(service.with_running(|r| *r), Some("instance"));
+
+    // A stop claimed while `f` runs waits for `f` before the service gets the instance.
+    let (inside, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let reader = {
+        let service = service.clone();
+        spawn_reporting(move || {
+            service.with_running(|r| {
+                inside.send(()).unwrap();
+                released.recv().unwrap(); // hold the instance until the test lets go
+                *r
+            })
+        })
+    };
+    entered.recv_timeout(LIMIT).expect("with_running called f");
+    let stopper = {
+        let service = service.clone();
+        spawn_reporting(move || service.stop())
+    };
+    service
+        .wait_for(|s| *s == State::Stopping, LIMIT)
+        .expect("the stop was claimed");
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        service.state(),
+        State::Stopping,
+        "the stop went on while f held the instance"
+    );
+    release.send(()).unwrap();
+    assert_eq!(finish(&reader, "with_running"), Some("instance"));
+    finish(&stopper, "stop").unwrap();
+    assert_eq!(service.state(), State::Stopped);
+    assert_eq!(service.with_running(|r| *r), None);
+}

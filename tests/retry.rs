@@ -760,3 +760,123 @@ fn atomically_timeout_returns_the_value_within_its_limit() {
     atomically(|tx| tx.write(&slot, Some(9)));
     assert_eq!(finish(&rx, "atomically_timeout woken by a commit"), Ok(9));
 }
+
+#[test]
+fn retry_on_a_group_wakes_for_any_member_of_a_vec() {
+    let slots: Vec<TVar<u32>> = (0..4).map(|_| TVar::new(0)).collect();
+    let unrelated = TVar::new(0u32);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let rx = {
+        let (slots, runs) = (slots.clone(), runs.clone());
+        spawn_reporting(move || {
+            atomically(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                for (i, slot) in slots.iter().enumerate() {
+                    let v = tx.read(slot)?;
+                    if v != 0 {
+                        return Ok((i, v));
+                    }
+                }
+                // The whole Vec as one entry of the list.
+                tx.retry_on(&[&slots])
+            })
+        })
+    };
+    wait_for_runs(&runs, 1);
+    atomically(|tx| tx.write(&unrelated, 1));
+    thread::sleep(QUIET);
+    still_blocked(
+        &rx,
+        "retry_on(&[&vec]) after a write to a variable not in it",
+    );
+    // The third member: a wait on the group covers every member, not only the first.
+    atomically(|tx| tx.write(&slots[2], 9));
+    assert_eq!(finish(&rx, "retry_on(&[&vec])"), (2, 9));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn retry_on_takes_slices_arrays_and_collected_iterators_mixed_with_single_tvars() {
+    let pool: Vec<TVar<u64>> = (0..6).map(|_| TVar::new(0)).collect();
+    let flag = TVar::new(false);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let rx = {
+        let (pool, flag, runs) = (pool.clone(), flag.clone(), runs.clone());
+        spawn_reporting(move || {
+            atomically(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let tail: &[TVar<u64>] = &pool[3..];
+                let evens: Vec<&TVar<u64>> = pool.iter().step_by(2).collect();
+                let mut seen = 0;
+                for v in tail.iter().chain(evens.iter().copied()) {
+                    seen += tx.read(v)?;
+                }
+                if seen == 0 && !tx.read(&flag)? {
+                    // A slice, a Vec collected from an iterator and a TVar of another type.
+                    return tx.retry_on(&[&tail, &evens, &flag]);
+                }
+                Ok(seen)
+            })
+        })
+    };
+    wait_for_runs(&runs, 1);
+    // pool[1] is in neither the slice (3..) nor the evens: no wake-up.
+    atomically(|tx| tx.write(&pool[1], 5));
+    thread::sleep(QUIET);
+    still_blocked(
+        &rx,
+        "retry_on after a write to a variable outside every group",
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    atomically(|tx| tx.write(&pool[4], 7)); // in the slice and in the evens: counted twice
+    assert_eq!(finish(&rx, "retry_on with groups"), 14);
+}
+
+#[test]
+fn retry_all_on_an_array_waits_for_every_member() {
+    let reports: [TVar<bool>; 3] = std::array::from_fn(|_| TVar::new(false));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let rx = {
+        let (reports, runs) = (reports.clone(), runs.clone());
+        spawn_reporting(move || {
+            atomically(|tx| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let mut done = 0;
+                for r in &reports {
+                    done += usize::from(tx.read(r)?);
+                }
+                if done < reports.len() {
+                    return tx.retry_all(&[&reports]);
+                }
+                Ok(done)
+            })
+        })
+    };
+    wait_for_runs(&runs, 1);
+    atomically(|tx| tx.write(&reports[0], true));
+    atomically(|tx| tx.write(&reports[1], true));
+    thread::sleep(QUIET);
+    still_blocked(&rx, "retry_all(&[&array]) with one member unchanged");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "retry_all woke early");
+    atomically(|tx| tx.write(&reports[2], true));
+    assert_eq!(finish(&rx, "retry_all(&[&array])"), 3);
+}
+
+#[test]
+fn retry_on_only_empty_groups_panics_instead_of_hanging() {
+    let v = TVar::new(0u8);
+    let none: Vec<TVar<u8>> = Vec::new();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| -> StmResult<()> {
+            tx.read(&v)?;
+            tx.retry_on(&[&none])
+        })
+    }));
+    let msg = panic_message(&*r.expect_err("an empty group names nothing to wait on"));
+    assert!(msg.contains("at least one TVar"), "{msg}");
+    let empty: &[TVar<u8>] = &[];
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| -> StmResult<()> { tx.retry_all(&[&none, &empty]) })
+    }));
+    assert!(r.is_err(), "retry_all with only empty groups must panic");
+}

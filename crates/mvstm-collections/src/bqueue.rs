@@ -77,6 +77,7 @@ impl<T: Clone + Send + Sync + 'static> TBQueue<T> {
     /// let q: TBQueue<u32> = TBQueue::new(64);
     /// assert_eq!(q.capacity(), 64);
     /// ```
+    #[track_caller]
     pub fn new(capacity: usize) -> TBQueue<T> {
         assert!(
             capacity > 0,

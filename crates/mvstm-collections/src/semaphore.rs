@@ -81,6 +81,7 @@ impl TSemaphore {
     /// atomically(|tx| pool.release(tx, 3));
     /// assert_eq!(atomically(|tx| pool.available(tx)), 3);
     /// ```
+    #[track_caller]
     pub fn release(&self, tx: &mut Txn, n: u64) -> StmResult<()> {
         let available = tx.read(&self.permits)?;
         let after = available

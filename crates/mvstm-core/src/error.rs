@@ -1,5 +1,6 @@
 //! The control-flow signals a transaction body propagates with `?`.
 
+use std::any::Any;
 use std::fmt;
 
 /// The result type of every transactional operation and of a transaction body.
@@ -48,6 +49,51 @@ pub(crate) enum RetryKind {
     Reads,
     /// `retry_on`, `retry_all`, `retry_until`: wait on the conditions the attempt recorded.
     Explicit,
+}
+
+/// The error of a user abort (`Txn::abort`, a vetoing `try_on_commit` hook) with its type erased
+/// but its type's name kept, so that a caller expecting another type can say which arrived.
+pub(crate) struct AbortError {
+    error: Box<dyn Any>,
+    type_name: &'static str,
+}
+
+impl AbortError {
+    pub(crate) fn new<E: 'static>(error: E) -> AbortError {
+        AbortError {
+            error: Box::new(error),
+            type_name: std::any::type_name::<E>(),
+        }
+    }
+
+    /// The error as an `E`, or `self` back if it is of another type.
+    pub(crate) fn downcast<E: 'static>(self) -> Result<E, AbortError> {
+        match self.error.downcast::<E>() {
+            Ok(e) => Ok(*e),
+            Err(error) => Err(AbortError {
+                error,
+                type_name: self.type_name,
+            }),
+        }
+    }
+
+    /// The name of the error's type.
+    pub(crate) fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// The error's type, and its text when it is a string (`tx.abort("...")`): for panic
+    /// messages. Other types show only their name, since `abort` does not require `Debug`.
+    pub(crate) fn describe(&self) -> String {
+        let text = match self.error.downcast_ref::<&'static str>() {
+            Some(s) => Some(*s),
+            None => self.error.downcast_ref::<String>().map(String::as_str),
+        };
+        match text {
+            Some(text) => format!("`{}` ({text:?})", self.type_name),
+            None => format!("`{}`", self.type_name),
+        }
+    }
 }
 
 pub(crate) enum ErrorKind {
@@ -170,3 +216,47 @@ impl fmt::Display for TimedOut {
 }
 
 impl std::error::Error for TimedOut {}
+
+/// Turn a body's own `Result` into an abort of the transaction in one step:
+/// `input.parse().or_abort(tx)?`.
+///
+/// `Ok(v)` gives `v`; `Err(e)` aborts the attempt with `e` exactly as
+/// [`tx.abort(e)`](crate::Txn::abort) does (writes discarded, `on_abort` hooks run with
+/// [`AbortCause::Abort`]), so that [`try_atomically`](crate::try_atomically) returns `Err(e)`.
+/// Convert the error first (`.map_err(..)`) when the call expects another type.
+///
+/// ```
+/// use mvstm::{try_atomically, OrAbort, TVar};
+/// use std::num::ParseIntError;
+/// let port = TVar::new(8080u16);
+/// let set_port = |input: &str| {
+///     try_atomically::<_, ParseIntError>(|tx| {
+///         let p: u16 = input.parse().or_abort(tx)?;
+///         tx.write(&port, p)
+///     })
+/// };
+/// assert!(set_port("80a").is_err()); // aborted: nothing written
+/// assert_eq!(port.load(), 8080);
+/// set_port("9090").unwrap();
+/// assert_eq!(port.load(), 9090);
+/// ```
+pub trait OrAbort<T> {
+    /// The value, or an abort of `tx` with the error.
+    ///
+    /// ```
+    /// use mvstm::{try_atomically, OrAbort};
+    /// let r = try_atomically::<u32, String>(|tx| Err::<u32, _>("no".to_string()).or_abort(tx));
+    /// assert_eq!(r, Err("no".to_string()));
+    /// ```
+    fn or_abort(self, tx: &mut crate::Txn) -> StmResult<T>;
+}
+
+impl<T, E: 'static> OrAbort<T> for Result<T, E> {
+    #[inline]
+    fn or_abort(self, tx: &mut crate::Txn) -> StmResult<T> {
+        match self {
+            Ok(value) => Ok(value),
+            Err(error) => tx.abort(error),
+        }
+    }
+}

@@ -11,18 +11,17 @@
 //! Hooks are boxed only when registered: a transaction without hooks loads one flag.
 //! Registrations made inside an `or_else` branch that retried are truncated away with it.
 
-use crate::error::AbortCause;
-use std::any::Any;
+use crate::error::{AbortCause, AbortError};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 pub(crate) type AbortHook = Box<dyn FnOnce(AbortCause)>;
-pub(crate) type CommitHook = Box<dyn FnOnce() -> Result<(), Box<dyn Any>>>;
+pub(crate) type CommitHook = Box<dyn FnOnce() -> Result<(), AbortError>>;
 pub(crate) type AfterHook = Box<dyn FnOnce()>;
 
 /// Why `on_commit` hooks vetoed a commit.
 pub(crate) enum Veto {
-    Error(Box<dyn Any>),
-    Panic(Box<dyn Any + Send>),
+    Error(AbortError),
+    Panic(Box<dyn std::any::Any + Send>),
 }
 
 #[derive(Default)]
@@ -179,7 +178,7 @@ mod tests {
         let mut hooks = Hooks::default();
         assert!(hooks.is_empty());
         hooks.push_on_commit(Box::new(|| Ok(())));
-        hooks.push_on_commit(Box::new(|| Err(Box::new("no") as Box<dyn Any>)));
+        hooks.push_on_commit(Box::new(|| Err(AbortError::new("no"))));
         hooks.push_on_commit(Box::new(|| panic!("must not run after a veto")));
         assert!(!hooks.is_empty() && hooks.has_on_commit());
         assert!(matches!(hooks.run_on_commit(), Err(Veto::Error(_))));

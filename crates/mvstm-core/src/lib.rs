@@ -43,6 +43,7 @@ mod log;
 mod parking;
 mod reclaim;
 mod runtime;
+pub mod stats;
 mod sync;
 mod tvar;
 mod txn;
@@ -51,10 +52,11 @@ mod version;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use clock::loom_floor_counts;
-pub use error::{retry, AbortCause, StmError, StmResult, TimedOut};
+pub use error::{retry, AbortCause, OrAbort, StmError, StmResult, TimedOut};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use runtime::loom_release_thread;
 pub use runtime::{atomically, atomically_timeout, try_atomically};
+pub use stats::stats;
 pub use tvar::TVar;
 pub use txn::{AnyTVar, Txn};

@@ -8,7 +8,7 @@
 
 use crate::commit::CommitError;
 use crate::contention::Contention;
-use crate::error::{AbortCause, ErrorKind, RetryKind, StmResult, TimedOut};
+use crate::error::{AbortCause, AbortError, ErrorKind, RetryKind, StmResult, TimedOut};
 use crate::hooks::{self, Veto};
 use crate::log::Panic;
 use crate::parking::{Predicate, Wait};
@@ -179,7 +179,7 @@ impl Drop for Cached {
 enum Abandon {
     Conflict,
     Retry(RetryKind),
-    Abort(Box<dyn Any>),
+    Abort(AbortError),
     Panic(Box<dyn Any + Send>),
 }
 
@@ -192,7 +192,8 @@ enum Abandon {
 ///
 /// * inside a running transaction or an `on_commit` hook (pass the `&mut Txn` instead);
 /// * if the body calls [`Txn::abort`] or a `try_on_commit` hook vetoes (use
-///   [`try_atomically`]);
+///   [`try_atomically`]); the message names the error's type (a refused lifecycle claim shows
+///   up as `ClaimError`) and, for a string error, its text;
 /// * if the body panics (after its attempt was rolled back and `on_abort` hooks ran), or a hook
 ///   panics;
 /// * if the body retries having read no TVar (it could never wake up).
@@ -203,14 +204,27 @@ enum Abandon {
 /// let sum = atomically(|tx| Ok(tx.read(&a)? + tx.read(&b)?));
 /// assert_eq!(sum, 3);
 /// ```
+#[track_caller]
 pub fn atomically<T>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> T {
     match run(body, None) {
         Ok(value) => value,
-        Err(_) => panic!(
-            "a transaction run by `atomically` was aborted with an error (Txn::abort or a \
-             try_on_commit veto); use `try_atomically` to receive the error"
-        ),
+        Err(Ended::Aborted(error)) => aborted_without_try("atomically", &error),
+        Err(Ended::TimedOut) => unreachable!("a call without a limit timed out"),
     }
+}
+
+/// The panic of `atomically` and `atomically_timeout` when the body aborts: they have no way to
+/// return the error. The message names the error's type (a refused lifecycle claim shows up as
+/// `mvstm_lifecycle::error::ClaimError`) and the call that would return it.
+#[cold]
+#[track_caller]
+fn aborted_without_try(call: &str, error: &AbortError) -> ! {
+    panic!(
+        "a transaction run by `{call}` was aborted with an error of type {} (by Txn::abort or \
+         a try_on_commit veto); run it with `try_atomically::<_, {}>` to receive the error",
+        error.describe(),
+        error.type_name()
+    )
 }
 
 /// Run `body` as [`atomically`] does, but give up once the call has spent `limit` blocked in
@@ -234,6 +248,7 @@ pub fn atomically<T>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> T {
 /// });
 /// assert_eq!(r, Err(TimedOut));
 /// ```
+#[track_caller]
 pub fn atomically_timeout<T>(
     limit: Duration,
     body: impl FnMut(&mut Txn) -> StmResult<T>,
@@ -241,17 +256,14 @@ pub fn atomically_timeout<T>(
     match run(body, Some(limit)) {
         Ok(value) => Ok(value),
         Err(Ended::TimedOut) => Err(TimedOut),
-        Err(Ended::Aborted(_)) => panic!(
-            "a transaction run by `atomically_timeout` was aborted with an error (Txn::abort or \
-             a try_on_commit veto); use `try_atomically` to receive the error"
-        ),
+        Err(Ended::Aborted(error)) => aborted_without_try("atomically_timeout", &error),
     }
 }
 
 /// How a call ended without a value.
 enum Ended {
     /// `Txn::abort` or a vetoing `try_on_commit` hook, with the error.
-    Aborted(Box<dyn Any>),
+    Aborted(AbortError),
     /// The call's limit on waiting (`atomically_timeout`) passed.
     TimedOut,
 }
@@ -263,7 +275,12 @@ enum Ended {
 ///
 /// # Panics
 ///
-/// As [`atomically`], and if the transaction aborts with an error that is not an `E`.
+/// As [`atomically`], and if the transaction aborts with an error that is not an `E`; the
+/// message names both types. (The mismatch cannot be a compile error: helpers take a plain
+/// `&mut Txn`, which does not carry the error type, so one helper serves every caller.)
+///
+/// Panics point at the line that called `try_atomically` (`#[track_caller]`), as do those of
+/// [`atomically`].
 ///
 /// ```
 /// use mvstm::{try_atomically, TVar};
@@ -278,20 +295,29 @@ enum Ended {
 /// });
 /// assert_eq!(r, Err(Insufficient));
 /// ```
+#[track_caller]
 pub fn try_atomically<T, E: 'static>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> Result<T, E> {
-    run(body, None).map_err(|ended| match ended {
-        Ended::Aborted(error) => match error.downcast::<E>() {
-            Ok(e) => *e,
-            Err(_) => panic!(
-                "try_atomically::<_, {}>: the transaction aborted with an error of another type",
-                std::any::type_name::<E>()
+    match run(body, None) {
+        Ok(value) => Ok(value),
+        Err(Ended::Aborted(error)) => match error.downcast::<E>() {
+            Ok(e) => Err(e),
+            Err(error) => panic!(
+                "try_atomically::<_, {}>: the transaction aborted with an error of type {}, \
+                 not the type this call returns; make the types agree (convert the error \
+                 before `tx.abort`, or call `try_atomically` with the aborting type)",
+                std::any::type_name::<E>(),
+                error.describe()
             ),
         },
-        Ended::TimedOut => unreachable!("a call without a limit timed out"),
-    })
+        Err(Ended::TimedOut) => unreachable!("a call without a limit timed out"),
+    }
 }
 
 /// The attempt loop; `limit` bounds the total time blocked in `retry` (`atomically_timeout`).
+///
+/// `#[track_caller]`: its misuse panics (a nested call, a retry with nothing to wait on) point
+/// at the user's `atomically` line.
+#[track_caller]
 fn run<T>(
     mut body: impl FnMut(&mut Txn) -> StmResult<T>,
     limit: Option<Duration>,
@@ -311,14 +337,20 @@ fn run<T>(
         // The body and the commit under one `catch_unwind`: a panic anywhere in the attempt
         // (the body, a clone or drop of a value, an `on_commit` hook) abandons it cleanly.
         let attempt = catch_unwind(AssertUnwindSafe(|| match body(&mut tx) {
-            Ok(value) => tx.commit().map(|()| value).map_err(Failed::Commit),
+            Ok(value) => {
+                let read_only = tx.writes.is_empty();
+                tx.commit()
+                    .map(|()| (value, read_only))
+                    .map_err(Failed::Commit)
+            }
             Err(signal) => Err(Failed::Signal(signal)),
         }));
         // Work the attempt left (queued TVar frees, a bag to flush) runs once the attempt is
         // finished or abandoned, after its hooks: it may run other values' destructors.
         let flags = in_txn.exit();
         let outcome = match attempt {
-            Ok(Ok(value)) => {
+            Ok(Ok((value, read_only))) => {
+                crate::stats::committed(read_only);
                 contention.release();
                 tx.finish_committed(flags);
                 return Ok(value);
@@ -348,6 +380,7 @@ fn run<T>(
         contention.release();
         match outcome {
             Abandon::Conflict => {
+                crate::stats::conflicted(&tx);
                 tx.update_hint |= !tx.writes.is_empty();
                 tx.abandon(AbortCause::Conflict, flags);
                 contention.on_conflict();
@@ -377,7 +410,9 @@ fn run<T>(
                          wait on (read the state you are waiting for before calling retry)"
                     );
                 }
-                tx.blocked += wait.block();
+                let waited = wait.block();
+                crate::stats::blocked(waited);
+                tx.blocked += waited;
                 if limit.is_some_and(|limit| tx.blocked >= limit) {
                     return Err(Ended::TimedOut);
                 }
@@ -480,6 +515,7 @@ impl Txn {
     /// does not skip the hooks, and a panicking hook does not skip the queued frees. The first
     /// panic resumes at the end (a hook's before a destructor's).
     fn abandon(&mut self, cause: AbortCause, flags: u8) {
+        crate::stats::abandoned(cause);
         let dropped = self.clear_attempt();
         let hooks = if self.hooks.is_empty() {
             Ok(())

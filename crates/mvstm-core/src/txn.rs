@@ -13,7 +13,7 @@
 //! commit (`commit.rs`).
 
 use crate::clock::{self, CommitRecord, PENDING};
-use crate::error::{AbortCause, RetryKind, StmError, StmResult};
+use crate::error::{AbortCause, AbortError, RetryKind, StmError, StmResult};
 use crate::hooks::Hooks;
 use crate::lock::LockWord;
 use crate::log::{ReadEntry, WriteLog};
@@ -24,7 +24,6 @@ use crate::tvar::TVar;
 use crate::version::{Header, Version};
 use crossbeam_epoch::{self as epoch, Atomic, Guard, LocalHandle};
 use smallvec::SmallVec;
-use std::any::Any;
 use std::ptr::NonNull;
 use std::time::Duration;
 
@@ -84,7 +83,7 @@ pub struct Txn {
     pub(crate) doomed: bool,
     /// The error of the attempt's first `abort`. Kept here rather than in the signal, so a body
     /// that drops the signal still cannot commit (ScalaSTM's rollback is persistent too).
-    pub(crate) aborted: Option<Box<dyn Any>>,
+    pub(crate) aborted: Option<AbortError>,
     /// The attempt read a version older than the newest one: it must not write.
     pub(crate) stale: bool,
     /// An earlier attempt of this `atomically` call wrote: extend snapshots eagerly.
@@ -423,6 +422,7 @@ impl Txn {
     /// assert_eq!(v.load(), "b");
     /// ```
     #[inline]
+    #[track_caller]
     pub fn write<T: Clone + Send + Sync + 'static>(
         &mut self,
         var: &TVar<T>,
@@ -573,7 +573,7 @@ impl Txn {
     #[must_use = "an abort is final for the attempt: return it (`return tx.abort(e)`)"]
     pub fn abort<T, E: 'static>(&mut self, error: E) -> StmResult<T> {
         if self.aborted.is_none() {
-            self.aborted = Some(Box::new(error));
+            self.aborted = Some(AbortError::new(error));
         }
         self.doomed = true;
         Err(StmError::abort())
@@ -644,7 +644,7 @@ impl Txn {
     /// ```
     pub fn try_on_commit<E: 'static>(&mut self, hook: impl FnOnce() -> Result<(), E> + 'static) {
         self.hooks
-            .push_on_commit(Box::new(move || hook().map_err(|e| Box::new(e) as _)));
+            .push_on_commit(Box::new(move || hook().map_err(AbortError::new)));
     }
 
     /// Run `hook` after the commit: values visible, locks released, waiters woken. Hooks run
@@ -667,9 +667,13 @@ impl Txn {
 
     /// Block until any of `vars` changes from what this attempt sees, then re-run.
     ///
+    /// `vars` lists TVars of any types; an entry may also be a group of TVars of one type (a
+    /// `Vec`, an array or a slice of TVars or of references to them), which stands for each of
+    /// its members: `tx.retry_on(&[&flag, &workers])`. See [`AnyTVar`].
+    ///
     /// # Panics
     ///
-    /// If `vars` is empty.
+    /// If `vars` names no TVar (an empty list, or only empty groups).
     ///
     /// ```
     /// use mvstm::{atomically, TVar};
@@ -680,13 +684,25 @@ impl Txn {
     ///     }
     ///     Ok(())
     /// });
+    /// // TVars of one type in a Vec (or an array, or a slice): one entry for all of them.
+    /// let slots: Vec<TVar<Option<u32>>> = (1..=4).map(|i| TVar::new(Some(i))).collect();
+    /// let first = atomically(|tx| {
+    ///     for slot in &slots {
+    ///         if let Some(job) = tx.read(slot)? {
+    ///             return Ok(job);
+    ///         }
+    ///     }
+    ///     tx.retry_on(&[&slots])
+    /// });
+    /// assert_eq!(first, 1);
     /// ```
+    #[track_caller]
     pub fn retry_on<T>(&mut self, vars: &[&dyn AnyTVar]) -> StmResult<T> {
+        let entries = self.seen(vars);
         assert!(
-            !vars.is_empty(),
+            !entries.is_empty(),
             "retry_on needs at least one TVar to wait on"
         );
-        let entries = self.seen(vars);
         self.wait.any.extend(entries);
         self.wait_used = true;
         Err(StmError::retry(RetryKind::Explicit))
@@ -694,9 +710,12 @@ impl Txn {
 
     /// Block until every one of `vars` has changed from what this attempt sees, then re-run.
     ///
+    /// A group entry (a `Vec`, array or slice of TVars of one type) stands for each of its
+    /// members, as in [`retry_on`](Txn::retry_on): every member must change.
+    ///
     /// # Panics
     ///
-    /// If `vars` is empty.
+    /// If `vars` names no TVar.
     ///
     /// ```
     /// use mvstm::{atomically, TVar};
@@ -707,13 +726,24 @@ impl Txn {
     ///     }
     ///     Ok(())
     /// });
+    /// // Wait for every worker of a pool to report (here they all did already).
+    /// let reports: [TVar<bool>; 3] = std::array::from_fn(|_| TVar::new(true));
+    /// atomically(|tx| {
+    ///     for r in &reports {
+    ///         if !tx.read(r)? {
+    ///             return tx.retry_all(&[&reports]);
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// });
     /// ```
+    #[track_caller]
     pub fn retry_all<T>(&mut self, vars: &[&dyn AnyTVar]) -> StmResult<T> {
+        let entries = self.seen(vars);
         assert!(
-            !vars.is_empty(),
+            !entries.is_empty(),
             "retry_all needs at least one TVar to wait on"
         );
-        let entries = self.seen(vars);
         self.wait.all.push(entries);
         self.wait_used = true;
         Err(StmError::retry(RetryKind::Explicit))
@@ -722,9 +752,11 @@ impl Txn {
     /// Block until any of `vars` changed and `predicate` holds (evaluated in a fresh read-only
     /// transaction), then re-run.
     ///
+    /// `vars` may hold groups of TVars of one type, as in [`retry_on`](Txn::retry_on).
+    ///
     /// # Panics
     ///
-    /// If `vars` is empty; the predicate panics if it writes.
+    /// If `vars` names no TVar; the predicate panics if it writes.
     ///
     /// ```
     /// use mvstm::{atomically, TVar};
@@ -738,16 +770,17 @@ impl Txn {
     ///     Ok(())
     /// });
     /// ```
+    #[track_caller]
     pub fn retry_until<T>(
         &mut self,
         vars: &[&dyn AnyTVar],
         predicate: impl Fn(&mut Txn) -> StmResult<bool> + 'static,
     ) -> StmResult<T> {
+        let entries = self.seen(vars);
         assert!(
-            !vars.is_empty(),
+            !entries.is_empty(),
             "retry_until needs at least one TVar to wait on"
         );
-        let entries = self.seen(vars);
         self.wait.until.push((entries, Box::new(predicate)));
         self.wait_used = true;
         Err(StmError::retry(RetryKind::Explicit))
@@ -793,14 +826,16 @@ impl Txn {
 
     /// The stamps of `vars` in this attempt's view (its reads, else its snapshot).
     fn seen(&self, vars: &[&dyn AnyTVar]) -> SmallVec<[ReadEntry; 4]> {
-        vars.iter()
-            .map(|v| {
-                let header = v.erased_header().cast::<Header>();
-                // SAFETY: the borrowed handle keeps the variable live.
+        let mut entries = SmallVec::new();
+        for var in vars {
+            var.each_header(&mut |header| {
+                let header = header.cast::<Header>();
+                // SAFETY: the borrowed handle (or group) keeps the variable live.
                 let stamp = unsafe { self.stamp_seen(header) };
-                ReadEntry { header, stamp }
-            })
-            .collect()
+                entries.push(ReadEntry { header, stamp });
+            });
+        }
+        entries
     }
 
     /// The stamp of the version of `header` that this attempt sees: the one it read, else the
@@ -819,13 +854,24 @@ impl Txn {
     }
 }
 
-/// Any `TVar<T>`, whatever its `T`: what [`Txn::retry_on`] and its relatives take.
+/// Any `TVar<T>`, whatever its `T`, or a group of TVars of one type: what [`Txn::retry_on`] and
+/// its relatives take, as a list `&[&dyn AnyTVar]`.
+///
+/// Implemented for `TVar<T>`, for references to what implements it, and for groups: `Vec<A>`,
+/// `[A; N]` and `[A]` (through a reference, `&[TVar<T>]`) where `A` is a TVar or a reference to
+/// one. A group in the list stands for each of its members, so TVars of one type kept in a
+/// collection need no list of their own, and mix with single TVars of other types.
 ///
 /// ```
 /// use mvstm::{AnyTVar, TVar};
 /// let (a, b) = (TVar::new(1u8), TVar::new("x"));
 /// let vars: &[&dyn AnyTVar] = &[&a, &b];
 /// assert_eq!(vars.len(), 2);
+/// let pool: Vec<TVar<u64>> = (0..8).map(TVar::new).collect();
+/// let slice: &[TVar<u64>] = &pool[2..];
+/// let from_iter: Vec<&TVar<u64>> = pool.iter().step_by(2).collect();
+/// let mixed: &[&dyn AnyTVar] = &[&a, &pool, &slice, &from_iter];
+/// assert_eq!(mixed.len(), 4); // 1 + 8 + 6 + 4 TVars to wait on
 /// ```
 pub trait AnyTVar: sealed::Erased {}
 
@@ -833,15 +879,50 @@ mod sealed {
     use std::ptr::NonNull;
 
     pub trait Erased {
-        /// The variable's header, type-erased (a `Header` is crate-private).
-        fn erased_header(&self) -> NonNull<()>;
+        /// Call `f` with the header of each variable, type-erased (a `Header` is
+        /// crate-private).
+        fn each_header(&self, f: &mut dyn FnMut(NonNull<()>));
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> sealed::Erased for TVar<T> {
-    fn erased_header(&self) -> NonNull<()> {
-        self.header().cast()
+    fn each_header(&self, f: &mut dyn FnMut(NonNull<()>)) {
+        f(self.header().cast())
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> AnyTVar for TVar<T> {}
+
+impl<A: AnyTVar + ?Sized> sealed::Erased for &A {
+    fn each_header(&self, f: &mut dyn FnMut(NonNull<()>)) {
+        (**self).each_header(f)
+    }
+}
+
+impl<A: AnyTVar + ?Sized> AnyTVar for &A {}
+
+impl<A: AnyTVar> sealed::Erased for [A] {
+    fn each_header(&self, f: &mut dyn FnMut(NonNull<()>)) {
+        for var in self {
+            var.each_header(f);
+        }
+    }
+}
+
+impl<A: AnyTVar> AnyTVar for [A] {}
+
+impl<A: AnyTVar, const N: usize> sealed::Erased for [A; N] {
+    fn each_header(&self, f: &mut dyn FnMut(NonNull<()>)) {
+        self.as_slice().each_header(f)
+    }
+}
+
+impl<A: AnyTVar, const N: usize> AnyTVar for [A; N] {}
+
+impl<A: AnyTVar> sealed::Erased for Vec<A> {
+    fn each_header(&self, f: &mut dyn FnMut(NonNull<()>)) {
+        self.as_slice().each_header(f)
+    }
+}
+
+impl<A: AnyTVar> AnyTVar for Vec<A> {}

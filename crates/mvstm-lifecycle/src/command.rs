@@ -496,6 +496,7 @@ impl CommandQueueBuilder {
     /// queue.enqueue(Ping).unwrap();
     /// assert!(queue.enqueue(Ping).is_err()); // full
     /// ```
+    #[track_caller]
     pub fn capacity(mut self, capacity: usize) -> Self {
         assert!(capacity > 0, "CommandQueue capacity must be at least 1");
         self.capacity = capacity;
@@ -518,6 +519,7 @@ impl CommandQueueBuilder {
     /// queue.processor().stop().unwrap();
     /// assert_eq!(queue.dead_letters()[0].attempts, 4);
     /// ```
+    #[track_caller]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         assert!(attempts > 0, "CommandQueue max_attempts must be at least 1");
         self.max_attempts = attempts;
@@ -577,6 +579,7 @@ impl CommandQueueBuilder {
     /// queue.processor().stop().unwrap();
     /// assert_eq!(total.load(), 5); // handled one at a time, in order
     /// ```
+    #[track_caller]
     pub fn handler<C: Send + 'static>(
         mut self,
         handler: impl Fn(&mut Txn, &C) -> StmResult<()> + Send + Sync + 'static,
@@ -645,6 +648,7 @@ impl Shared {
     fn process(self: &Arc<Self>, job: Job, stop: &TVar<bool>) -> bool {
         let handler = &self.handlers[&job.envelope.type_id];
         let attempt = job.failed + 1;
+        let _span = crate::trace::command(job.envelope.id, job.envelope.command_type, attempt);
         // Set by the last `on_commit` hook: the handler's transaction committed, whatever
         // panics later (an `after_commit` hook of the handler panics after the commit).
         let committed = Rc::new(Cell::new(false));
@@ -668,6 +672,7 @@ impl Shared {
             }))
         };
         if committed.get() {
+            crate::trace::command_outcome(crate::trace::CommandOutcome::Processed);
             // Processed: drop the command now, on this thread, not whenever the queue's old
             // slot versions are reclaimed.
             drop(job.envelope.take());
@@ -684,7 +689,12 @@ impl Shared {
             return true;
         }
         let error: Arc<str> = match handled {
-            Ok(Ok(handled)) => return handled,
+            Ok(Ok(handled)) => {
+                if !handled {
+                    crate::trace::command_outcome(crate::trace::CommandOutcome::Deferred);
+                }
+                return handled;
+            }
             Ok(Err(HandlerError(message))) => message.into(),
             Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)).into(),
         };
@@ -693,7 +703,7 @@ impl Shared {
             failed: attempt,
             last_error: Some(Arc::clone(&error)),
         };
-        atomically(|tx| {
+        let dead_lettered = atomically(|tx| {
             self.pop_head(tx, &job)?;
             if attempt >= self.max_attempts {
                 let mut dead = Vec::clone(&*tx.read(&self.dead)?);
@@ -703,6 +713,7 @@ impl Shared {
                     error: Arc::clone(&error),
                 };
                 self.log_on_commit(tx, &job, attempt, kind);
+                Ok(true)
             } else {
                 // The pop just freed a slot, so this push never finds the queue full.
                 self.queue.push(tx, failed.clone())?;
@@ -710,8 +721,13 @@ impl Shared {
                     error: Arc::clone(&error),
                 };
                 self.log_on_commit(tx, &job, attempt, kind);
+                Ok(false)
             }
-            Ok(())
+        });
+        crate::trace::command_outcome(if dead_lettered {
+            crate::trace::CommandOutcome::DeadLettered(&error)
+        } else {
+            crate::trace::CommandOutcome::Retried(&error)
         });
         true
     }

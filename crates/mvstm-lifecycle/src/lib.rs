@@ -50,6 +50,7 @@ mod error;
 mod lifecycle;
 mod registry;
 mod state;
+mod trace;
 
 pub use command::{
     CommandQueue, CommandQueueBuilder, DeadLetter, EnqueueError, HandlerError, Outcome,

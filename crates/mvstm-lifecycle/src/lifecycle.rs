@@ -297,6 +297,51 @@ impl<S: Service> Lifecycle<S> {
         tx.read(&self.inner.state)
     }
 
+    /// Call `f` with the running instance, e.g. to read the port a server bound; `None` unless
+    /// the service is `Running`.
+    ///
+    /// `f` runs under the lock that guards the instance: a stop claimed meanwhile waits for `f`
+    /// to return before `Service::stop` gets the instance, so `f` should be short and must not
+    /// start, stop or restart this service (its hook would wait for `f`, on the same thread).
+    /// Not inside a transaction either: a transaction that calls it could run again.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service};
+    /// use std::net::{SocketAddr, TcpListener, TcpStream};
+    ///
+    /// struct Server;
+    /// impl Service for Server {
+    ///     type Running = TcpListener;
+    ///     type Error = std::io::Error;
+    ///     fn start(&self) -> std::io::Result<TcpListener> {
+    ///         TcpListener::bind("127.0.0.1:0") // any free port
+    ///     }
+    ///     fn stop(&self, listener: TcpListener) -> std::io::Result<()> {
+    ///         drop(listener);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let server = Lifecycle::new(Server);
+    /// assert_eq!(server.with_running(|l| l.local_addr().ok()), None); // stopped
+    /// server.start()?;
+    /// let addr: SocketAddr = server.with_running(|l| l.local_addr()).expect("running")?;
+    /// TcpStream::connect(addr)?; // the port the service really bound
+    /// server.stop()?;
+    /// assert!(server.with_running(|_| ()).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_running<R>(&self, f: impl FnOnce(&S::Running) -> R) -> Option<R> {
+        let running = self.inner.running.lock();
+        // Under the lock, `Running` means the instance is there and stays there until `f`
+        // returns: a start's hook stores it before it records `Running`, and a stop's hook takes
+        // it, under this lock, only after its claim moved the state to `Stopping`.
+        if self.inner.state.load() != State::Running {
+            return None;
+        }
+        running.as_ref().map(f)
+    }
+
     /// Start the service: claim (`Starting`), run `Service::start`, record `Running` or
     /// `Failed`.
     ///
@@ -371,7 +416,13 @@ impl<S: Service> Lifecycle<S> {
     }
 
     fn run(&self, op: Op) -> Outcome<S> {
-        try_atomically::<_, ClaimError>(|tx| self.claim(tx, op))?.outcome()
+        match try_atomically::<_, ClaimError>(|tx| self.claim(tx, op)) {
+            Ok(claim) => claim.outcome(),
+            Err(refused) => {
+                crate::trace::refused(std::any::type_name::<S>(), &refused);
+                Err(refused.into())
+            }
+        }
     }
 
     /// Claim a start inside the caller's transaction.
@@ -759,6 +810,7 @@ impl<S: Service> Inner<S> {
         // see the transition.
         let inner = Arc::clone(self);
         tx.after_commit(move || {
+            crate::trace::transition(std::any::type_name::<S>(), &transition);
             if let Some(panic) = inner.notify(&transition) {
                 match panics {
                     Some(slot) => {
@@ -802,7 +854,11 @@ impl<S: Service> Inner<S> {
                 return Err(LifecycleError::Cancelled(reason));
             }
         }
-        match catch_unwind(AssertUnwindSafe(|| self.service.start())) {
+        let started = {
+            let _span = crate::trace::operation(std::any::type_name::<S>(), Op::Start);
+            catch_unwind(AssertUnwindSafe(|| self.service.start()))
+        };
+        match started {
             Ok(Ok(running)) => {
                 *self.running.lock() = Some(running);
                 settle.reached(State::Running);
@@ -826,7 +882,11 @@ impl<S: Service> Inner<S> {
             .lock()
             .take()
             .expect("mvstm-lifecycle: a running service without its instance (a bug)");
-        match catch_unwind(AssertUnwindSafe(|| self.service.stop(running))) {
+        let stopped = {
+            let _span = crate::trace::operation(std::any::type_name::<S>(), Op::Stop);
+            catch_unwind(AssertUnwindSafe(|| self.service.stop(running)))
+        };
+        match stopped {
             Ok(Ok(())) if then_start => {
                 // Hand the claim straight to the start: `Stopping` → `Starting`, with the same
                 // guard still armed.
@@ -976,6 +1036,7 @@ impl<S: Service> Claim<S> {
     /// // The claim committed; the start ran in its after_commit hook and failed.
     /// assert!(matches!(claim.outcome(), Err(LifecycleError::Failed(e)) if e == "no config"));
     /// ```
+    #[track_caller]
     pub fn outcome(self) -> Outcome<S> {
         self.outcome
             .lock()

@@ -1,5 +1,9 @@
 //! What a lifecycle is doing: its [`State`], the [`Op`] that moves it, and the [`Transition`]s it
 //! went through.
+//!
+//! With the `serde` feature, all four implement `Serialize` and `Deserialize` (for status
+//! endpoints): enums as serde's externally tagged variants (`"Running"`,
+//! `{"Failed": {...}}`), a transition's time as seconds and nanoseconds since the Unix epoch.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use std::time::SystemTime;
 /// assert!(!State::Starting.admits(Op::Stop));
 /// assert_eq!(State::Running.to_string(), "running");
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     /// Not running; a start is admitted. The initial state.
@@ -74,6 +79,7 @@ impl fmt::Display for State {
 }
 
 /// Why a service is in [`State::Failed`]: which operation failed and how.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// [`Op::Start`] or [`Op::Stop`] (a restart fails in one of the two).
@@ -92,6 +98,7 @@ impl fmt::Display for Failure {
 }
 
 /// A lifecycle operation.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// `Stopped`/`Failed` → `Starting` → `Running` (or `Failed`).
@@ -114,6 +121,7 @@ impl fmt::Display for Op {
 }
 
 /// One change of state, as kept in a lifecycle's history and passed to its subscribers.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     /// Position in this lifecycle's sequence of transitions, from 1. Subscribers on different
