@@ -188,8 +188,10 @@ impl CommitRecord {
     /// floor, so the next `fetch_add` returns more than that snapshot.
     #[inline]
     pub(crate) fn try_decide(&self, wv: u64) -> bool {
-        // Acquire: a floor we find must order its reader's snapshot load before our next stamp.
-        let mut word = self.state.load(Ordering::Acquire);
+        // Expect the common case, an open record: the first compare-and-swap then costs no load.
+        // On failure it returns what is there (Acquire: a floor we find must order its reader's
+        // snapshot load before our next stamp).
+        let mut word = OPEN;
         loop {
             match State::decode(word) {
                 State::Floor(f) if f >= wv => {

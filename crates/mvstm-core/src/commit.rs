@@ -157,22 +157,21 @@ impl Txn {
 
     /// Step 4: link every new version as its variable's head, pending on our record.
     #[inline]
-    fn link_writes(&self) {
+    fn link_writes(&mut self) {
         let pending = self.record.pending_stamp();
-        for e in self.writes.entries() {
+        for e in self.writes.entries_mut() {
             // SAFETY: we hold the lock, and the node is a private `Version` of the header's type
             // owned by the log. Ownership moves to the TVar.
-            unsafe { (e.header().ops.link)(e.header, e.node, pending) };
+            e.covered = unsafe { (e.header().ops.link)(e.header, e.node, pending) };
         }
     }
 
     /// Take the linked versions out again (a failed validation) and unlock, changing nothing.
     fn abandon_linked(&mut self) {
-        let guard = self.pinned();
         for e in self.writes.entries() {
             // SAFETY: we hold the lock and linked the node as the head; it is retired, not
             // dropped, since readers may stand on it.
-            unsafe { (e.header().ops.unlink)(e.header, e.node, guard, &mut self.retired) };
+            unsafe { (e.header().ops.unlink)(e.header, e.node, e.covered, &mut self.retired) };
         }
         self.unlock_writes(self.writes.len());
         self.record.reopen();
@@ -272,7 +271,9 @@ impl Txn {
         // the write log or locks are held.
         for e in self.writes.entries() {
             // SAFETY: we hold the lock and linked the node as the head; we are pinned.
-            unsafe { (e.header().ops.finalize)(e.header, e.node, wv, guard, &mut self.retired) };
+            unsafe {
+                (e.header().ops.finalize)(e.header, e.node, e.covered, wv, guard, &mut self.retired)
+            };
             e.header().lock.unlock_published(wv);
         }
         // Every version is final: readers that meet the record from now on belong to our next

@@ -33,6 +33,8 @@ pub(crate) struct WriteEntry {
     pub(crate) before: LockWord,
     /// Whether retry waiters were registered when the commit checked (after its stamp).
     pub(crate) wake: bool,
+    /// The version the node covers once the commit linked it (`VarOps::link`).
+    pub(crate) covered: usize,
 }
 
 impl WriteEntry {
@@ -100,6 +102,7 @@ impl WriteLog {
             node,
             before: LockWord::unlocked(0),
             wake: false,
+            covered: 0,
         });
         let len = self.entries.len();
         if len > INDEX_ABOVE {

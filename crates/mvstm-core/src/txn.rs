@@ -115,9 +115,11 @@ impl Drop for Txn {
     fn drop(&mut self) {
         // Every commit of this object is over (decided or abandoned, its versions final).
         CommitRecord::release(self.record);
-        let guard = self.handle.pin();
-        self.retired.defer(&guard);
-        guard.flush();
+        if self.retired.len() > 0 {
+            let guard = self.handle.pin();
+            self.retired.defer(&guard);
+            guard.flush();
+        }
     }
 }
 

@@ -51,12 +51,15 @@ pub(crate) struct Version<T> {
 
 /// Operations on a TVar whose value type the logs have erased.
 pub(crate) struct VarOps {
-    /// Link the private `node` as the new head, its stamp field pending on a commit record.
-    pub(crate) link: unsafe fn(NonNull<Header>, NonNull<()>, u64),
-    /// Give the linked head `node` its final stamp, then trim old versions into the list.
-    pub(crate) finalize: unsafe fn(NonNull<Header>, NonNull<()>, u64, &Guard, &mut Retired),
-    /// Take the linked head `node` out again (its commit was abandoned) and retire it.
-    pub(crate) unlink: unsafe fn(NonNull<Header>, NonNull<()>, &Guard, &mut Retired),
+    /// Link the private `node` as the new head, its stamp field pending on a commit record;
+    /// returns the version it covers (the old head), for `finalize` and `unlink`.
+    pub(crate) link: unsafe fn(NonNull<Header>, NonNull<()>, u64) -> usize,
+    /// Give the linked head `node` its final stamp, then trim the old versions below the one it
+    /// covers into the list.
+    pub(crate) finalize: unsafe fn(NonNull<Header>, NonNull<()>, usize, u64, &Guard, &mut Retired),
+    /// Take the linked head `node` out again (its commit was abandoned), put back the version it
+    /// covers, and retire the node.
+    pub(crate) unlink: unsafe fn(NonNull<Header>, NonNull<()>, usize, &mut Retired),
     /// Drop a pending node that will not be published.
     pub(crate) drop_pending: unsafe fn(NonNull<()>),
     /// Free the variable and its whole chain (the last reference is gone).
@@ -170,15 +173,22 @@ impl<T> Inner<T> {
         // Acquire (here, on `prev` and on stamps): pairs with the Release stores that linked each
         // node and finalized its stamp, so its fields are initialised before we read them.
         let mut cur = self.head.load(Ordering::Acquire, guard);
+        let mut below_head = false;
         loop {
             // SAFETY: (1) heads and `prev` links are never null down to the version a snapshot
             // `>=` the horizon needs, and (2) we are pinned, so an unlinked node is not freed.
             let version = unsafe { cur.as_ref() }
                 .expect("mvstm internal error: a snapshot's version was reclaimed");
-            let stamp = version.stamp_in(rv);
+            // Only a head can be pending; a version reached through a `prev` link is final.
+            let stamp = if below_head {
+                version.final_stamp()
+            } else {
+                version.stamp_in(rv)
+            };
             if stamp <= rv {
                 return (version, stamp);
             }
+            below_head = true;
             cur = version.prev.load(Ordering::Acquire, guard);
         }
     }
@@ -194,12 +204,14 @@ impl<T> Version<T> {
         clock::effective_stamp(field, rv, || self.stamp.load(Ordering::Acquire))
     }
 
-    /// The stamp of a version known to be final, read by the holder of its TVar's lock (a
-    /// version below the head, which nobody writes any more).
+    /// The stamp of a version below its TVar's head, which is final and which nobody writes
+    /// any more.
     #[inline]
     pub(crate) fn final_stamp(&self) -> u64 {
-        // The finalizing store happened before the previous unlock, which our lock acquisition
-        // read, and nothing writes the field after it.
+        // The finalizing store happened before the unlock of that version's commit, which the
+        // next locker's CAS read before it linked a newer head: a lock holder, or a reader that
+        // came down from a head it loaded with Acquire and through `prev` links, is ordered
+        // after it.
         let stamp = crate::sync::load_unraced(&self.stamp);
         debug_assert_eq!(
             stamp & clock::PENDING,
@@ -214,7 +226,7 @@ impl<T> Version<T> {
 ///
 /// The caller holds the TVar's lock and `node` is a private `Version<T>` of this TVar's type owned
 /// by a write log (see `alloc.rs`); ownership moves to the chain.
-pub(crate) unsafe fn link<T>(header: NonNull<Header>, node: NonNull<()>, pending: u64) {
+pub(crate) unsafe fn link<T>(header: NonNull<Header>, node: NonNull<()>, pending: u64) -> usize {
     // SAFETY: the header is first in `Inner<T>` (repr(C)) and live while the caller holds a lock.
     let inner = unsafe { header.cast::<Inner<T>>().as_ref() };
     let node = node.cast::<Version<T>>();
@@ -234,6 +246,7 @@ pub(crate) unsafe fn link<T>(header: NonNull<Header>, node: NonNull<()>, pending
         Shared::from(node.as_ptr() as *const Version<T>),
         Ordering::Release,
     );
+    old.as_raw() as usize
 }
 
 /// # Safety
@@ -243,6 +256,7 @@ pub(crate) unsafe fn link<T>(header: NonNull<Header>, node: NonNull<()>, pending
 pub(crate) unsafe fn finalize<T>(
     header: NonNull<Header>,
     node: NonNull<()>,
+    covered: usize,
     stamp: u64,
     guard: &Guard,
     retired: &mut Retired,
@@ -254,9 +268,8 @@ pub(crate) unsafe fn finalize<T>(
     // Release: a reader that finds the final stamp finds the node's fields (they were published
     // by the link already; this keeps the argument local).
     version.stamp.store(stamp, Ordering::Release);
-    // Relaxed: we linked it.
-    let old = version.prev.load(Ordering::Relaxed, guard);
-    // SAFETY: lock held, pinned, `old` is the version the node covers.
+    let old = Shared::from(covered as *const Version<T>);
+    // SAFETY: lock held, pinned, `old` is the version the node covers (`link` returned it).
     unsafe { trim(&inner.header, old, guard, retired) };
 }
 
@@ -266,7 +279,7 @@ pub(crate) unsafe fn finalize<T>(
 pub(crate) unsafe fn unlink<T>(
     header: NonNull<Header>,
     node: NonNull<()>,
-    guard: &Guard,
+    covered: usize,
     retired: &mut Retired,
 ) {
     // SAFETY: as in `link`.
@@ -276,8 +289,7 @@ pub(crate) unsafe fn unlink<T>(
     // Release: a reader standing on the node walks past it from now on (`NEVER` is above every
     // snapshot) and never needs the record again.
     version.stamp.store(clock::NEVER, Ordering::Release);
-    // Relaxed: we linked it.
-    let old = version.prev.load(Ordering::Relaxed, guard);
+    let old = Shared::from(covered as *const Version<T>);
     // Release: as in `link` (the old head was published long ago; this keeps it local).
     inner.head.store(old, Ordering::Release);
     // SAFETY: unlinked under the lock, so we alone own the node; readers standing on it are

@@ -848,7 +848,7 @@ fn tbqueue_of_one_hands_over_two_items_in_order() {
 /// interleaving) and while it runs. Under loom every commit advances the horizon and flushes
 /// (`reclaim.rs`), so old versions are cut and freed within a few commits.
 const WRITES_BEFORE: u64 = 1;
-const WRITES_DURING: u64 = 3;
+const WRITES_DURING: u64 = 2;
 
 /// A reader holds a snapshot across two reads of a TVar while a writer overwrites it and the
 /// engine trims and frees old versions. Both reads return the same version, and no version is
