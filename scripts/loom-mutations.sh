@@ -88,4 +88,17 @@ mutate tbqueue_push_ignores_full tbqueue_of_one_hands_over_two_items_in_order \
     crates/mvstm-collections/src/ring.rs \
     's/if tx\.read\(slots\.slot\(tail\)\)\?\.is_some\(\) \{/if false \&\& tx.read(slots.slot(tail))?.is_some() {/'
 
+mutate async_first_look_skipped async_retry_registration_vs_committing_writer \
+    crates/mvstm-core/src/future.rs \
+    's/Step::Wait\(mut registered\) => match registered\.poll\(cx\) \{/Step::Wait(mut registered) => match { let _ = \&mut registered; Poll::<Duration>::Pending } {/'
+mutate task_waiters_not_woken async_retry_registration_vs_committing_writer \
+    crates/mvstm-core/src/parking.rs \
+    's/Waiter::Task\(task\) => task\.wake\(\),/Waiter::Task(_task) => {}/'
+mutate task_woken_outside_the_slot_lock async_wait_dropped_vs_committing_writer \
+    crates/mvstm-core/src/parking.rs \
+    's/if let Some\(waker\) = &\*self\.waker\.lock\(\) \{/let held = self.waker.lock().clone();\n        if let Some(waker) = \&held {/'
+mutate dropped_task_wait_keeps_its_waker async_wait_dropped_vs_committing_writer \
+    crates/mvstm-core/src/parking.rs \
+    's/            task\.waker\.clear\(\);\n//'
+
 exit $missed

@@ -241,8 +241,9 @@ pub mod lifecycle {
 }
 
 pub use mvstm_core::{
-    atomically, atomically_timeout, retry, try_atomically, AbortCause, AnyTVar, StmError,
-    StmResult, TVar, TimedOut, Txn,
+    atomically, atomically_async, atomically_timeout, atomically_timeout_async, retry,
+    try_atomically, try_atomically_async, AbortCause, AnyTVar, StmError, StmResult, TVar, TimedOut,
+    Txn,
 };
 
 #[cfg(feature = "durable")]

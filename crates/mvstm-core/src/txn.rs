@@ -694,7 +694,7 @@ impl Txn {
     pub fn retry_until<T>(
         &mut self,
         vars: &[&dyn AnyTVar],
-        predicate: impl Fn(&mut Txn) -> StmResult<bool> + 'static,
+        predicate: impl Fn(&mut Txn) -> StmResult<bool> + Send + 'static,
     ) -> StmResult<T> {
         assert!(
             !vars.is_empty(),
