@@ -800,11 +800,16 @@ const WRITES_BEFORE: u64 = 1;
 const WRITES_DURING: u64 = 3;
 
 /// A waker for the async models: counts its wake-ups and fails if woken once its future was
-/// dropped (`dead`). Std atomics: bookkeeping, not part of the model (see the module docs).
-#[derive(Default)]
+/// dropped (`dead`, set by the model right after the drop returned).
+///
+/// Both are loom atomics, unlike the models' bookkeeping: the property is the order of the
+/// drop and the wake-up, and loom only explores orders of accesses it sees conflict. With std
+/// atomics, nothing it sees would link the waker's check to the drop, and a wake-up issued
+/// after the slot's lock was released (so arriving after the drop) would never be scheduled
+/// late.
 struct ModelWaker {
-    wakes: AtomicUsize,
-    dead: AtomicBool,
+    wakes: loom::sync::atomic::AtomicUsize,
+    dead: loom::sync::atomic::AtomicBool,
 }
 
 impl std::task::Wake for ModelWaker {
@@ -813,16 +818,19 @@ impl std::task::Wake for ModelWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, SeqCst);
         assert!(
             !self.dead.load(SeqCst),
             "a wake-up reached a task whose future was dropped"
         );
-        self.wakes.fetch_add(1, SeqCst);
     }
 }
 
 fn model_waker() -> (Arc<ModelWaker>, std::task::Waker) {
-    let state = Arc::new(ModelWaker::default());
+    let state = Arc::new(ModelWaker {
+        wakes: loom::sync::atomic::AtomicUsize::new(0),
+        dead: loom::sync::atomic::AtomicBool::new(false),
+    });
     (state.clone(), std::task::Waker::from(state))
 }
 
