@@ -267,3 +267,8 @@ pub struct ReadmeDoctests;
 #[doc = include_str!("../docs/lifecycle.md")]
 #[cfg(doctest)]
 pub struct LifecycleDocDoctests;
+
+/// The Rust code in `docs/async.md`, compiled and run as doctests.
+#[doc = include_str!("../docs/async.md")]
+#[cfg(doctest)]
+pub struct AsyncDocDoctests;

@@ -673,7 +673,8 @@ impl Txn {
     }
 
     /// Block until any of `vars` changed and `predicate` holds (evaluated in a fresh read-only
-    /// transaction), then re-run.
+    /// transaction), then re-run. The predicate is `Send`: an `atomically_async` waiter carries
+    /// it between polls.
     ///
     /// # Panics
     ///
