@@ -77,6 +77,9 @@ const SHARDS: usize = 1;
 /// First and longest nap of a waiter that found a waited variable locked.
 const POLL_START: Duration = Duration::from_micros(20);
 const POLL_MAX: Duration = Duration::from_millis(1);
+/// Looks in a row at a locked variable after which a task naps through the timer instead of
+/// asking its executor to poll it again at once.
+const LOCKED_YIELDS: u32 = 4;
 
 struct Entry {
     addr: usize,
@@ -283,6 +286,8 @@ struct TaskWait {
     started: Option<Instant>,
     /// The next nap after finding a waited variable locked (as `block`'s `poll`).
     nap: Duration,
+    /// Looks in a row that found a waited variable locked and asked for a re-poll at once.
+    yields: u32,
     /// The shared timer's entry that will wake the task (a deadline or a nap), if any.
     timer: Option<TimerKey>,
 }
@@ -324,6 +329,7 @@ impl Wait {
                     waker: Arc::new(TaskWaker::new(waker.clone())),
                     started: None,
                     nap: POLL_START,
+                    yields: 0,
                     timer: None,
                 }),
             },
@@ -464,19 +470,36 @@ impl Wait {
             return Poll::Ready(started.elapsed());
         }
         let deadline = self.timeout.map(|t| started + t);
+        let task = self.task.as_mut().expect("checked above");
+        if deadline.is_none() && !locked {
+            // Only a commit can end this wait: no clock read, no timer.
+            task.nap = POLL_START;
+            task.yields = 0;
+            if let Some(old) = task.timer.take() {
+                crate::timer::cancel(old);
+            }
+            return Poll::Pending;
+        }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return Poll::Ready(now - started);
         }
-        let task = self.task.as_mut().expect("checked above");
         // A locked, unchanged variable may be committed by a writer that missed our
-        // registration: look again soon (`block`'s nap, through the timer).
-        let nap = if locked {
+        // registration: look again soon. The first few times on the executor's next turn (a
+        // commit holds its locks for a moment, and a trip through the timer thread costs more
+        // than that); then with `block`'s naps, through the timer, so that a lock held long (an
+        // `on_commit` hook that blocks) does not keep the executor spinning.
+        let nap = if locked && task.yields < LOCKED_YIELDS {
+            task.yields += 1;
+            cx.waker().wake_by_ref();
+            None
+        } else if locked {
             let nap = task.nap;
             task.nap = (nap * 2).min(POLL_MAX);
             Some(now + nap)
         } else {
             task.nap = POLL_START;
+            task.yields = 0;
             None
         };
         let wake_at = match (nap, deadline) {
