@@ -4,7 +4,7 @@
 //! `retry_for` and the call limit time out without blocking the executor's thread; a dropped
 //! future leaves no registration and is never woken; a re-poll with another waker moves the
 //! wake-up to it; threads and tasks wake each other; a thousand tasks on a queue get every item
-//! exactly once; the future is `Send`.
+//! exactly once; the future is `Send`; a lock held long by a committer does not spin the executor.
 
 mod common;
 
@@ -797,5 +797,66 @@ fn a_task_moved_between_threads_keeps_waiting_and_wakes() {
         count.wakes(),
         0,
         "the first thread's waker was woken after the move"
+    );
+}
+
+/// Counts the polls of the future it wraps.
+struct CountPolls<F> {
+    inner: Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+#[test]
+fn a_lock_held_long_by_a_committer_does_not_spin_the_executor() {
+    // A writer sits in an `on_commit` hook for 100 ms, holding the lock of the variable a task
+    // waits on. The task finds it locked and unchanged: it looks again a few times at once, then
+    // naps through the timer (20 µs doubling to 1 ms), and completes after the commit. A task
+    // that kept asking to be polled at once would be polled hundreds of thousands of times.
+    let v = TVar::new(0u64);
+    let (in_hook_tx, in_hook) = std::sync::mpsc::channel();
+    let writer = {
+        let v = v.clone();
+        thread::spawn(move || {
+            atomically(|tx| {
+                tx.write(&v, 1)?;
+                let in_hook_tx = in_hook_tx.clone();
+                tx.on_commit(move || {
+                    in_hook_tx.send(()).unwrap();
+                    thread::sleep(Duration::from_millis(100));
+                });
+                Ok(())
+            })
+        })
+    };
+    in_hook.recv_timeout(LIMIT).unwrap();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let waiting = CountPolls {
+        inner: Box::pin(atomically_async(|tx| {
+            if tx.read(&v)? == 0 {
+                return retry();
+            }
+            Ok(())
+        })),
+        polls: polls.clone(),
+    };
+    block_on(waiting);
+    writer.join().unwrap();
+    let polls = polls.load(Ordering::SeqCst);
+    println!("{polls} polls while the variable was locked for 100 ms");
+    assert!(
+        polls > 5,
+        "the locked variable was not looked at again ({polls} polls)"
+    );
+    assert!(
+        polls < 10_000,
+        "the executor spun: {polls} polls during a 100 ms hold"
     );
 }
