@@ -4,7 +4,8 @@
 //! `retry_for` and the call limit time out without blocking the executor's thread; a dropped
 //! future leaves no registration and is never woken; a re-poll with another waker moves the
 //! wake-up to it; threads and tasks wake each other; a thousand tasks on a queue get every item
-//! exactly once; the future is `Send`; a lock held long by a committer does not spin the executor.
+//! exactly once; the future is `Send`; a lock held long by a committer does not spin the
+//! executor.
 
 mod common;
 
