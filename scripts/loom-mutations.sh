@@ -97,5 +97,17 @@ mutate decide_ignores_the_floor a_reader_floors_an_undecided_commit_and_the_writ
 mutate stamp_before_link a_reader_floors_an_undecided_commit_and_the_writer_restamps \
     crates/mvstm-core/src/commit.rs \
     's/self\.link_writes\(\);\n(\s*)let mut wv = clock::take_stamp\(\);\n(\s*)self\.check_waiters\(\);\n(\s*)loop \{/let mut wv = clock::take_stamp();\n$1self.link_writes();\n$2self.check_waiters();\n$3loop {/'
+mutate async_first_look_skipped async_retry_registration_vs_committing_writer \
+    crates/mvstm-core/src/future.rs \
+    's/Step::Wait\(mut registered\) => match registered\.poll\(cx\) \{/Step::Wait(mut registered) => match { let _ = \&mut registered; Poll::<Duration>::Pending } {/'
+mutate task_waiters_not_woken async_retry_registration_vs_committing_writer \
+    crates/mvstm-core/src/parking.rs \
+    's/Waiter::Task\(task\) => task\.wake\(\),/Waiter::Task(_task) => {}/'
+mutate task_woken_outside_the_slot_lock async_wait_dropped_vs_committing_writer \
+    crates/mvstm-core/src/parking.rs \
+    's/if let Some\(waker\) = &\*self\.waker\.lock\(\) \{/let held = self.waker.lock().clone();\n        if let Some(waker) = \&held {/'
+mutate dropped_task_wait_keeps_its_waker async_wait_dropped_vs_committing_writer \
+    crates/mvstm-core/src/parking.rs \
+    's/            task\.waker\.clear\(\);\n//'
 
 exit $missed

@@ -285,8 +285,9 @@ pub mod lifecycle {
 }
 
 pub use mvstm_core::{
-    atomically, atomically_timeout, retry, try_atomically, AbortCause, AnyTVar, OrAbort, StmError,
-    StmResult, TVar, TimedOut, Txn,
+    atomically, atomically_async, atomically_timeout, atomically_timeout_async, retry,
+    try_atomically, try_atomically_async, AbortCause, AnyTVar, OrAbort, StmError, StmResult, TVar,
+    TimedOut, Txn,
 };
 
 /// The counters behind [`stats()`]: what one snapshot holds, and opt-in tracking of the TVars
@@ -326,3 +327,8 @@ pub struct ObservabilityDocDoctests;
 #[doc = include_str!("../docs/lifecycle.md")]
 #[cfg(all(doctest, feature = "lifecycle"))]
 pub struct LifecycleDocDoctests;
+
+/// The Rust code in `docs/async.md`, compiled and run as doctests.
+#[doc = include_str!("../docs/async.md")]
+#[cfg(doctest)]
+pub struct AsyncDocDoctests;

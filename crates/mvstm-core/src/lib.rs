@@ -17,7 +17,9 @@
 //!   validate their reads and publish with a new stamp (`commit.rs`, `lock.rs`).
 //! * Old versions are trimmed once no snapshot can read them and freed with crossbeam-epoch
 //!   (`reclaim.rs`).
-//! * `retry` parks the thread until a variable it read is committed again (`parking.rs`).
+//! * `retry` parks the thread until a variable it read is committed again (`parking.rs`);
+//!   [`atomically_async`] registers the task's waker instead and returns `Pending`
+//!   (`future.rs`), with one shared timer thread for deadlines (`timer.rs`).
 //! * Conflicts back off and escalate to a priority token, so long transactions finish
 //!   (`contention.rs`).
 //!
@@ -37,6 +39,7 @@ mod clock;
 mod commit;
 mod contention;
 mod error;
+mod future;
 mod hooks;
 mod lock;
 mod log;
@@ -45,6 +48,7 @@ mod reclaim;
 mod runtime;
 pub mod stats;
 mod sync;
+mod timer;
 mod tvar;
 mod txn;
 mod version;
@@ -53,6 +57,7 @@ mod version;
 #[doc(hidden)]
 pub use clock::loom_floor_counts;
 pub use error::{retry, AbortCause, OrAbort, StmError, StmResult, TimedOut};
+pub use future::{atomically_async, atomically_timeout_async, try_atomically_async};
 #[cfg(loom)]
 #[doc(hidden)]
 pub use runtime::loom_release_thread;
@@ -60,3 +65,16 @@ pub use runtime::{atomically, atomically_timeout, try_atomically};
 pub use stats::stats;
 pub use tvar::TVar;
 pub use txn::{AnyTVar, Txn};
+
+/// How many waiters, blocked threads and waiting tasks, are registered on `var` right now (for
+/// tests of cancel safety: a dropped future must leave none).
+///
+/// ```
+/// let v = mvstm::TVar::new(0);
+/// assert_eq!(mvstm_core::waiters_on(&v), 0);
+/// ```
+#[doc(hidden)]
+pub fn waiters_on<T: Clone + Send + Sync + 'static>(var: &TVar<T>) -> usize {
+    // SAFETY: the borrowed handle keeps the header live.
+    parking::waiters_on(unsafe { var.header().as_ref() })
+}

@@ -27,16 +27,45 @@
 //! a TVar carries only a counter, and a writer of a variable nobody waits on pays one load. A
 //! waiter removes every entry it made when it stops waiting, woken or not (PITFALLS 12), and
 //! keeps the variables alive meanwhile with strong references.
+//!
+//! # Task waiters
+//!
+//! A waiter is a parked thread or an asynchronous task (`atomically_async`). A task registers a
+//! [`TaskWaker`] instead of its thread: a slot holding the task's current `Waker`, shared by all
+//! of the task's table entries (and its timer entry, `timer.rs`). The order is the same as a
+//! thread's, with "poll again" for "park":
+//!
+//! ```text
+//! task:    set waker in slot; insert in wait table; waiters.fetch_add (SeqCst); load lock word;
+//!          Pending (or re-run if changed)
+//! poll:    set waker in slot (replaced unless `will_wake`); load lock words; Pending or re-run
+//! writer:  ... unlock; under the slot's lock: wake the waker in it
+//! ```
+//!
+//! The registration argument above covers the first look. When the task is polled again with
+//! another waker, it puts the new one in the slot and then looks: a writer that took the slot's
+//! lock before that woke the old waker, but it had unlocked the variable before (it wakes after
+//! unlocking), so the look that follows under the slot lock's happens-before finds the change.
+//! A writer that takes it after wakes the new waker.
+//!
+//! Dropping a task's `Wait` (the future completed or was dropped) removes its entries, then
+//! empties the slot under its lock. A writer wakes *under* that lock, so once the drop returns
+//! no wake-up for the task is issued any more, also by a writer that found the entry just
+//! before it was removed. The rule this puts on executors: a waker's `wake_by_ref` must not
+//! poll or drop the very future it wakes synchronously (no executor does: a wake schedules).
 
 use crate::clock::NEVER;
 use crate::error::StmResult;
 use crate::log::ReadEntry;
 use crate::sync::{Instant, Mutex, Ordering, Thread};
+use crate::timer::TimerKey;
 use crate::tvar::ErasedRef;
 use crate::txn::Txn;
 use crate::version::Header;
 use smallvec::SmallVec;
 use std::ptr::NonNull;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 #[cfg(not(loom))]
@@ -49,10 +78,13 @@ const SHARDS: usize = 1;
 /// First and longest nap of a waiter that found a waited variable locked.
 const POLL_START: Duration = Duration::from_micros(20);
 const POLL_MAX: Duration = Duration::from_millis(1);
+/// Looks in a row at a locked variable after which a task naps through the timer instead of
+/// asking its executor to poll it again at once.
+const LOCKED_YIELDS: u32 = 4;
 
 struct Entry {
     addr: usize,
-    thread: Thread,
+    waiter: Waiter,
     /// Identifies the registration, so a waiter removes exactly its own entries.
     ticket: u64,
 }
@@ -76,26 +108,93 @@ pub(crate) fn has_waiters(header: &Header) -> bool {
     header.waiters.load(Ordering::SeqCst) != 0
 }
 
-/// Wake the threads waiting on `header`; called by a writer after it unlocked it.
+/// Who waits behind a table entry.
+#[derive(Clone)]
+enum Waiter {
+    /// A thread blocked in `Wait::block`.
+    Thread(Thread),
+    /// A task waiting in `Wait::poll` (`atomically_async`).
+    Task(Arc<TaskWaker>),
+}
+
+impl Waiter {
+    fn wake(self) {
+        match self {
+            Waiter::Thread(thread) => thread.unpark(),
+            Waiter::Task(task) => task.wake(),
+        }
+    }
+}
+
+/// The `Waker` of a waiting task, shared by its table entries and its timer entry: replacing
+/// it here re-targets all of them at once. Empty once the wait is over (see the module docs).
+pub(crate) struct TaskWaker {
+    waker: Mutex<Option<Waker>>,
+}
+
+impl TaskWaker {
+    pub(crate) fn new(waker: Waker) -> TaskWaker {
+        TaskWaker {
+            waker: Mutex::new(Some(waker)),
+        }
+    }
+
+    /// Wake the task, if its wait is still on. Under the slot's lock, so that no wake-up is
+    /// issued once `clear` returned.
+    pub(crate) fn wake(&self) {
+        if let Some(waker) = &*self.waker.lock() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Make `waker` the one woken, unless the one held already wakes the same task.
+    fn set(&self, waker: &Waker) {
+        let old = {
+            let mut slot = self.waker.lock();
+            match &*slot {
+                Some(held) if held.will_wake(waker) => return,
+                _ => slot.replace(waker.clone()),
+            }
+        };
+        // Dropped outside the lock: dropping a waker may run executor code.
+        drop(old);
+    }
+
+    /// End the wait: no wake-up is issued after this returns.
+    fn clear(&self) {
+        let old = self.waker.lock().take();
+        drop(old);
+    }
+}
+
+/// Wake the threads and tasks waiting on `header`; called by a writer after it unlocked it.
 #[cold]
 pub(crate) fn wake(header: &Header) {
     let addr = header as *const Header as usize;
     // Unpark after releasing the shard lock: an unpark is a syscall, and the woken thread's
-    // first act is to take this lock to remove its entry (it would spin on it). A waiter that
-    // left meanwhile gets a spurious wake-up, which every wait loop re-checks anyway.
-    let woken: SmallVec<[Thread; 4]> = shard(addr)
+    // first act is to take this lock to remove its entry (it would spin on it); a task's waker
+    // runs executor code. A waiter that left meanwhile gets a spurious wake-up, which every
+    // wait loop re-checks anyway (a task's emptied slot wakes nobody).
+    let woken: SmallVec<[Waiter; 4]> = shard(addr)
         .lock()
         .iter()
         .filter(|e| e.addr == addr)
-        .map(|e| e.thread.clone())
+        .map(|e| e.waiter.clone())
         .collect();
-    for thread in woken {
-        thread.unpark();
+    for waiter in woken {
+        waiter.wake();
     }
 }
 
-/// A `retry_until` predicate.
-pub(crate) type Predicate = Box<dyn Fn(&mut Txn) -> StmResult<bool>>;
+/// How many waiters, threads and tasks, have entries on `header` in the wait table now.
+pub(crate) fn waiters_on(header: &Header) -> usize {
+    let addr = header as *const Header as usize;
+    shard(addr).lock().iter().filter(|e| e.addr == addr).count()
+}
+
+/// A `retry_until` predicate. `Send`, since an asynchronous waiter carries it from one poll to
+/// the next, perhaps to another thread.
+pub(crate) type Predicate = Box<dyn Fn(&mut Txn) -> StmResult<bool> + Send>;
 
 /// What an attempt that retried waits for; filled in by the retry variants.
 #[derive(Default)]
@@ -177,12 +276,42 @@ pub(crate) struct Wait {
     timeout: Option<Duration>,
     registered: SmallVec<[ErasedRef; 8]>,
     ticket: u64,
+    /// A task's wait: its waker slot and where its polls stand. `None` for a thread.
+    task: Option<TaskWait>,
+}
+
+/// What a task's wait keeps between polls.
+struct TaskWait {
+    waker: Arc<TaskWaker>,
+    /// The first poll's time: the wait's length is counted from there, as a thread counts it
+    /// from the start of `block`.
+    started: Option<Instant>,
+    /// The next nap after finding a waited variable locked (as `block`'s `poll`).
+    nap: Duration,
+    /// Looks in a row that found a waited variable locked and asked for a re-poll at once.
+    yields: u32,
+    /// The shared timer's entry that will wake the task (a deadline or a nap), if any.
+    timer: Option<TimerKey>,
+}
+
+// SAFETY: a `Wait` owns strong references to TVar headers (`ErasedRef`, a `NonNull`): a header
+// is atomics and function pointers, the value it keeps alive is `Send + Sync` (every `TVar<T>`
+// requires it), and `TVar<T>` is `Send` for such values, so holding and releasing these
+// references on another thread is what a `TVar`'s own `Send` allows. The other fields are
+// `Send`: predicates are boxed with `Send`, `TaskWaker` is a mutex around a `Waker`, and a
+// `TimerKey` is plain data.
+unsafe impl Send for Wait {}
+
+/// Who registers a wait: the calling thread (`atomically`) or a task polled by it.
+pub(crate) enum WaiterKind<'a> {
+    Thread,
+    Task(&'a Waker),
 }
 
 impl Wait {
     /// Register on every variable of `spec` (plus `reads` if asked). Must run while the attempt
     /// is still pinned, since the logged headers are only guaranteed live until it unpins.
-    pub(crate) fn register(spec: &mut WaitSpec, reads: &[ReadEntry]) -> Wait {
+    pub(crate) fn register(spec: &mut WaitSpec, reads: &[ReadEntry], who: WaiterKind<'_>) -> Wait {
         crate::sync::global! {
             static TICKETS: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(1);
         }
@@ -194,6 +323,18 @@ impl Wait {
             registered: SmallVec::new(),
             // Relaxed: a unique number is all we need.
             ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
+            task: match who {
+                WaiterKind::Thread => None,
+                // The waker is in the slot before any entry points at it: a commit right after
+                // the registration already wakes the task.
+                WaiterKind::Task(waker) => Some(TaskWait {
+                    waker: Arc::new(TaskWaker::new(waker.clone())),
+                    started: None,
+                    nap: POLL_START,
+                    yields: 0,
+                    timer: None,
+                }),
+            },
         };
         // A variable whose last handle is gone can never be observed to change: leave it out
         // (waiting on it alone would never end, and treating it as changed would spin).
@@ -244,12 +385,15 @@ impl Wait {
         }
         addrs.sort_unstable_by_key(|a| a.0);
         addrs.dedup_by_key(|a| a.0);
-        let thread = crate::sync::current();
+        let waiter = match &self.task {
+            None => Waiter::Thread(crate::sync::current()),
+            Some(task) => Waiter::Task(task.waker.clone()),
+        };
         let mut registered = SmallVec::new();
         for (_, addr, var) in addrs {
             shard(addr).lock().push(Entry {
                 addr,
-                thread: thread.clone(),
+                waiter: waiter.clone(),
                 ticket: self.ticket,
             });
             // SeqCst: see the module docs; after the table insert, so a writer that sees the
@@ -309,6 +453,70 @@ impl Wait {
         start.elapsed()
     }
 
+    /// A task's turn of [`block`](Wait::block): `Ready(time spent)` once a condition holds or
+    /// the timeout passed, else `Pending`, with the task's current waker in the slot its table
+    /// entries share and, if a time can end the wait (a timeout, or the nap after finding a
+    /// variable locked), an entry in the shared timer (`timer.rs`).
+    ///
+    /// # Panics
+    ///
+    /// If the wait was registered by a thread (`WaiterKind::Thread`).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Duration> {
+        let task = self.task.as_mut().expect("Wait::poll on a thread's wait");
+        // The waker in the slot before the look, as in the module docs: a commit after the look
+        // wakes this waker, one before it is seen by the look.
+        task.waker.set(cx.waker());
+        let started = *task.started.get_or_insert_with(Instant::now);
+        let (satisfied, locked) = self.check();
+        if satisfied {
+            return Poll::Ready(started.elapsed());
+        }
+        let deadline = self.timeout.map(|t| started + t);
+        let task = self.task.as_mut().expect("checked above");
+        if deadline.is_none() && !locked {
+            // Only a commit can end this wait: no clock read, no timer.
+            task.nap = POLL_START;
+            task.yields = 0;
+            if let Some(old) = task.timer.take() {
+                crate::timer::cancel(old);
+            }
+            return Poll::Pending;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Poll::Ready(now - started);
+        }
+        // A locked, unchanged variable may be committed by a writer that missed our
+        // registration: look again soon. The first few times on the executor's next turn (a
+        // commit holds its locks for a moment, and a trip through the timer thread costs more
+        // than that); then with `block`'s naps, through the timer, so that a lock held long (an
+        // `on_commit` hook that blocks) does not keep the executor spinning.
+        let nap = if locked && task.yields < LOCKED_YIELDS {
+            task.yields += 1;
+            cx.waker().wake_by_ref();
+            None
+        } else if locked {
+            let nap = task.nap;
+            task.nap = (nap * 2).min(POLL_MAX);
+            Some(now + nap)
+        } else {
+            task.nap = POLL_START;
+            task.yields = 0;
+            None
+        };
+        let wake_at = match (nap, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if task.timer.as_ref().map(TimerKey::at) != wake_at {
+            if let Some(old) = task.timer.take() {
+                crate::timer::cancel(old);
+            }
+            task.timer = wake_at.map(|at| crate::timer::schedule(at, &task.waker));
+        }
+        Poll::Pending
+    }
+
     /// Whether a condition holds, and whether some unchanged variable was locked.
     fn check(&mut self) -> (bool, bool) {
         let mut locked = false;
@@ -362,6 +570,14 @@ impl Drop for Wait {
             // Relaxed: the count only gates whether writers look in the table; a stale non-zero
             // costs a writer one shard lookup.
             var.header().waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(task) = &mut self.task {
+            if let Some(timer) = task.timer.take() {
+                crate::timer::cancel(timer);
+            }
+            // Last: a writer that found an entry before it went may still hold the slot; once
+            // this returns, nothing wakes the task on this wait's behalf (module docs).
+            task.waker.clear();
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::contention::Contention;
 use crate::error::{AbortCause, AbortError, ErrorKind, RetryKind, StmResult, TimedOut};
 use crate::hooks::{self, Veto};
 use crate::log::Panic;
-use crate::parking::{Predicate, Wait};
+use crate::parking::{Predicate, Wait, WaiterKind};
 use crate::reclaim::{after_attempt, in_transaction, InTxn};
 use crate::sync::{thread_local, AtomicU64, Ordering};
 use crate::txn::Txn;
@@ -93,14 +93,14 @@ impl Drop for CacheFree {
 
 /// The thread's cached `Txn`, owned for the duration of one `atomically` call and put back
 /// when it ends (if `cacheable`: the thread-exit destructor is registered).
-struct Cached {
+pub(crate) struct Cached {
     tx: NonNull<Txn>,
     cacheable: bool,
 }
 
 impl Cached {
     #[inline]
-    fn take() -> Cached {
+    pub(crate) fn take() -> Cached {
         let cached = CACHE.with(|c| c.replace(ptr::null_mut()));
         match NonNull::new(cached) {
             Some(tx) => Cached {
@@ -175,6 +175,49 @@ impl Drop for Cached {
     }
 }
 
+/// What belongs to one call and must survive the gaps between the polls of an asynchronous
+/// call, while the thread's cached `Txn` goes back to its cache (it is never held across a
+/// `Pending`: the next poll may come on another thread).
+#[derive(Default)]
+pub(crate) struct CallState {
+    attempt: u32,
+    blocked: Duration,
+    update_hint: bool,
+    no_repin: bool,
+}
+
+impl CallState {
+    /// The total time the call has waited so far.
+    pub(crate) fn blocked(&self) -> Duration {
+        self.blocked
+    }
+
+    /// Add `waited` to the total time the call has waited.
+    pub(crate) fn add_blocked(&mut self, waited: Duration) {
+        self.blocked += waited;
+    }
+}
+
+impl Cached {
+    /// Continue a call suspended by [`suspend`](Cached::suspend).
+    pub(crate) fn resume(&mut self, call: &CallState) {
+        self.attempt = call.attempt;
+        self.blocked = call.blocked;
+        self.update_hint = call.update_hint;
+        self.no_repin = call.no_repin;
+    }
+
+    /// The call's state, to keep while it waits; `Cached`'s drop resets it in the `Txn`.
+    pub(crate) fn suspend(&self) -> CallState {
+        CallState {
+            attempt: self.attempt,
+            blocked: self.blocked,
+            update_hint: self.update_hint,
+            no_repin: self.no_repin,
+        }
+    }
+}
+
 /// How an attempt ended, when it did not commit.
 enum Abandon {
     Conflict,
@@ -218,7 +261,7 @@ pub fn atomically<T>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> T {
 /// `mvstm_lifecycle::error::ClaimError`) and the call that would return it.
 #[cold]
 #[track_caller]
-fn aborted_without_try(call: &str, error: &AbortError) -> ! {
+pub(crate) fn aborted_without_try(call: &str, error: &AbortError) -> ! {
     panic!(
         "a transaction run by `{call}` was aborted with an error of type {} (by Txn::abort or \
          a try_on_commit veto); run it with `try_atomically::<_, {}>` to receive the error",
@@ -261,7 +304,7 @@ pub fn atomically_timeout<T>(
 }
 
 /// How a call ended without a value.
-enum Ended {
+pub(crate) enum Ended {
     /// `Txn::abort` or a vetoing `try_on_commit` hook, with the error.
     Aborted(AbortError),
     /// The call's limit on waiting (`atomically_timeout`) passed.
@@ -322,21 +365,73 @@ fn run<T>(
     mut body: impl FnMut(&mut Txn) -> StmResult<T>,
     limit: Option<Duration>,
 ) -> Result<T, Ended> {
+    refuse_nesting();
+    let mut tx = Cached::take();
+    let mut contention = Contention::new(tx.owner);
+    loop {
+        match attempts(
+            &mut tx,
+            &mut contention,
+            &mut body,
+            limit,
+            WaiterKind::Thread,
+        ) {
+            Step::Done(result) => return result,
+            Step::Wait(wait) => {
+                let waited = wait.block();
+                crate::stats::blocked(waited);
+                tx.blocked += waited;
+                if limit.is_some_and(|limit| tx.blocked >= limit) {
+                    return Err(Ended::TimedOut);
+                }
+            }
+        }
+    }
+}
+
+/// Panic if called inside a transaction body or an `on_commit` hook.
+#[inline]
+pub(crate) fn refuse_nesting() {
     if in_transaction() {
         panic!(
             "`atomically` called inside a transaction or an on_commit hook; pass the `&mut Txn` \
              to the code that needs it instead of nesting"
         );
     }
-    let mut tx = Cached::take();
-    let mut contention = Contention::new(tx.owner);
+}
+
+/// Where [`attempts`] stopped.
+// The `Wait` variant is large (inline room for its variables): a `Step` is moved once, from
+// `attempts` to its caller, and boxing it would cost an allocation per retry.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Step<T> {
+    /// The call is over: committed, or aborted with an error.
+    Done(Result<T, Ended>),
+    /// An attempt retried: it is abandoned (its `on_abort` hooks ran) and its wait registered;
+    /// block on it or poll it, then call `attempts` again.
+    Wait(Wait),
+}
+
+/// Run attempts of `body` until one commits, aborts with an error, or retries. A panic of the
+/// body or a hook resumes after its attempt was abandoned.
+///
+/// The waiting itself is the caller's: a thread blocks (`run`), a task polls
+/// (`atomically_async`); `who` says which registers.
+#[inline]
+pub(crate) fn attempts<T>(
+    tx: &mut Cached,
+    contention: &mut Contention,
+    body: &mut impl FnMut(&mut Txn) -> StmResult<T>,
+    limit: Option<Duration>,
+    who: WaiterKind<'_>,
+) -> Step<T> {
     loop {
         tx.begin();
         tx.priority = contention.holds_priority();
         let in_txn = InTxn::enter();
         // The body and the commit under one `catch_unwind`: a panic anywhere in the attempt
         // (the body, a clone or drop of a value, an `on_commit` hook) abandons it cleanly.
-        let attempt = catch_unwind(AssertUnwindSafe(|| match body(&mut tx) {
+        let attempt = catch_unwind(AssertUnwindSafe(|| match body(tx) {
             Ok(value) => {
                 let read_only = tx.writes.is_empty();
                 tx.commit()
@@ -353,7 +448,7 @@ fn run<T>(
                 crate::stats::committed(read_only);
                 contention.release();
                 tx.finish_committed(flags);
-                return Ok(value);
+                return Step::Done(Ok(value));
             }
             // An abort is final, whatever the body did with the signal afterwards.
             Ok(Err(_)) if tx.aborted.is_some() => {
@@ -380,7 +475,7 @@ fn run<T>(
         contention.release();
         match outcome {
             Abandon::Conflict => {
-                crate::stats::conflicted(&tx);
+                crate::stats::conflicted(tx);
                 tx.update_hint |= !tx.writes.is_empty();
                 tx.abandon(AbortCause::Conflict, flags);
                 contention.on_conflict();
@@ -398,8 +493,8 @@ fn run<T>(
                     tx.wait_used = true;
                 }
                 // Register while still pinned: the logged headers are live until we unpin.
-                let txn = &mut *tx;
-                let mut wait = Wait::register(&mut txn.wait, &txn.reads);
+                let txn = &mut **tx;
+                let mut wait = Wait::register(&mut txn.wait, &txn.reads, who);
                 if let Some(limit) = limit {
                     wait.limit(limit.saturating_sub(tx.blocked));
                 }
@@ -410,16 +505,11 @@ fn run<T>(
                          wait on (read the state you are waiting for before calling retry)"
                     );
                 }
-                let waited = wait.block();
-                crate::stats::blocked(waited);
-                tx.blocked += waited;
-                if limit.is_some_and(|limit| tx.blocked >= limit) {
-                    return Err(Ended::TimedOut);
-                }
+                return Step::Wait(wait);
             }
             Abandon::Abort(e) => {
                 tx.abandon(AbortCause::Abort, flags);
-                return Err(Ended::Aborted(e));
+                return Step::Done(Err(Ended::Aborted(e)));
             }
             Abandon::Panic(p) => {
                 tx.abandon(AbortCause::Panic, flags);

@@ -752,7 +752,8 @@ impl Txn {
     }
 
     /// Block until any of `vars` changed and `predicate` holds (evaluated in a fresh read-only
-    /// transaction), then re-run.
+    /// transaction), then re-run. The predicate is `Send`: an `atomically_async` waiter carries
+    /// it between polls.
     ///
     /// `vars` may hold groups of TVars of one type, as in [`retry_on`](Txn::retry_on).
     ///
@@ -776,7 +777,7 @@ impl Txn {
     pub fn retry_until<T>(
         &mut self,
         vars: &[&dyn AnyTVar],
-        predicate: impl Fn(&mut Txn) -> StmResult<bool> + 'static,
+        predicate: impl Fn(&mut Txn) -> StmResult<bool> + Send + 'static,
     ) -> StmResult<T> {
         let entries = self.seen(vars);
         assert!(

@@ -25,6 +25,8 @@
 //! | `the_priority_token_is_taken_and_given_back` | 3 | the starving transaction takes the token, commits, and a committer started meanwhile passes the gate |
 //! | `a_swallowed_abort_never_commits` | 2 | a body that drops its abort signal does not commit |
 //! | `tbqueue_of_one_hands_over_two_items_in_order` | 2 | a `TBQueue` of capacity 1 hands two items over in order, blocking both sides (bound capped at 1) |
+//! | `async_retry_registration_vs_committing_writer` | 2 | an `atomically_async` task that retried either saw the commit or was woken, and completes on the next poll |
+//! | `async_wait_dropped_vs_committing_writer` | 2 | dropping a waiting task's future while a writer wakes its waiters: no wake-up after the drop returned, no entry left |
 //!
 //! Each model prints how many executions loom explored, and how many of them reached the case
 //! the model is about (a conflict, a blocked waiter, trims under a snapshot), and fails if none
@@ -44,6 +46,7 @@ use loom::thread;
 use mvstm_core::{atomically, retry, TVar};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::future::Future;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -849,6 +852,129 @@ fn tbqueue_of_one_hands_over_two_items_in_order() {
 /// (`reclaim.rs`), so old versions are cut and freed within a few commits.
 const WRITES_BEFORE: u64 = 1;
 const WRITES_DURING: u64 = 2;
+
+/// A waker for the async models: counts its wake-ups and fails if woken once its future was
+/// dropped (`dead`, set by the model right after the drop returned).
+///
+/// Both are loom atomics, unlike the models' bookkeeping: the property is the order of the
+/// drop and the wake-up, and loom only explores orders of accesses it sees conflict. With std
+/// atomics, nothing it sees would link the waker's check to the drop, and a wake-up issued
+/// after the slot's lock was released (so arriving after the drop) would never be scheduled
+/// late.
+struct ModelWaker {
+    wakes: loom::sync::atomic::AtomicUsize,
+    dead: loom::sync::atomic::AtomicBool,
+}
+
+impl std::task::Wake for ModelWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, SeqCst);
+        assert!(
+            !self.dead.load(SeqCst),
+            "a wake-up reached a task whose future was dropped"
+        );
+    }
+}
+
+fn model_waker() -> (Arc<ModelWaker>, std::task::Waker) {
+    let state = Arc::new(ModelWaker {
+        wakes: loom::sync::atomic::AtomicUsize::new(0),
+        dead: loom::sync::atomic::AtomicBool::new(false),
+    });
+    (state.clone(), std::task::Waker::from(state))
+}
+
+/// PITFALLS 4 for a task: `atomically_async` retries, registers the task's waker and looks
+/// again, while a writer commits the awaited change. Either the first poll sees the change, or
+/// it returns `Pending` and the waker fires; the poll after the writer finished completes.
+#[test]
+fn async_retry_registration_vs_committing_writer() {
+    let cases = Cases {
+        reached: "left the task pending in retry before the writer woke it",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "async_retry_registration_vs_committing_writer",
+        cases,
+        |stats| {
+            let flag = TVar::new(false);
+            let written = flag.clone();
+            let writer = spawn(move || atomically(|tx| tx.write(&written, true)));
+            let (woken, waker) = model_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            let mut task = Box::pin(mvstm_core::atomically_async(|tx| {
+                if !tx.read(&flag)? {
+                    return retry();
+                }
+                Ok(())
+            }));
+            if task.as_mut().poll(&mut cx).is_pending() {
+                writer.join().unwrap();
+                assert!(
+                    woken.wakes.load(SeqCst) > 0,
+                    "the task is pending and its waker never fired: a lost wake-up"
+                );
+                assert!(
+                    task.as_mut().poll(&mut cx).is_ready(),
+                    "woken after the commit, the task still waits"
+                );
+                stats.reached();
+            } else {
+                writer.join().unwrap();
+            }
+            drop(task);
+            assert_eq!(
+                mvstm_core::waiters_on(&flag),
+                0,
+                "a registration outlived the task"
+            );
+        },
+    );
+}
+
+/// PITFALLS 12 for a task: a waiting `atomically_async` future is dropped while a writer commits
+/// the awaited change and wakes its waiters. Once the drop returned, no wake-up reaches the
+/// task (`ModelWaker` fails if it comes later), and no table entry is left.
+#[test]
+fn async_wait_dropped_vs_committing_writer() {
+    let cases = Cases {
+        reached: "woke the task while it was still waiting (before the drop finished)",
+        also: Some("dropped the task before the writer looked for waiters"),
+        max_bound: None,
+    };
+    model("async_wait_dropped_vs_committing_writer", cases, |stats| {
+        let flag = TVar::new(false);
+        let (woken, waker) = model_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut task = Box::pin(mvstm_core::atomically_async(|tx| {
+            if !tx.read(&flag)? {
+                return retry();
+            }
+            Ok(())
+        }));
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        let written = flag.clone();
+        let writer = spawn(move || atomically(|tx| tx.write(&written, true)));
+        drop(task);
+        woken.dead.store(true, SeqCst);
+        writer.join().unwrap();
+        assert_eq!(
+            mvstm_core::waiters_on(&flag),
+            0,
+            "the dropped task's entry stayed"
+        );
+        if woken.wakes.load(SeqCst) > 0 {
+            stats.reached();
+        } else {
+            stats.also();
+        }
+    });
+}
 
 /// A reader holds a snapshot across two reads of a TVar while a writer overwrites it and the
 /// engine trims and frees old versions. Both reads return the same version, and no version is

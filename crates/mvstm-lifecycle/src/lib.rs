@@ -13,6 +13,8 @@
 //!
 //! On top: [`Registry`], named services with dependencies, and [`CommandQueue`], commands
 //! handled serially by a processor service with bounded retries and a dead-letter list.
+//! [`AsyncLifecycle`] runs the same protocol for an [`AsyncService`], whose `start` and `stop`
+//! are async, on any executor.
 //!
 //! ```
 //! use mvstm::lifecycle::{Lifecycle, Service, State};
@@ -45,6 +47,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod async_lifecycle;
 mod command;
 mod error;
 mod lifecycle;
@@ -52,6 +55,7 @@ mod registry;
 mod state;
 mod trace;
 
+pub use async_lifecycle::{AsyncLifecycle, AsyncService};
 pub use command::{
     CommandQueue, CommandQueueBuilder, DeadLetter, EnqueueError, HandlerError, Outcome,
     OutcomeKind, Processor, ProcessorError, RunningProcessor, Stats,

@@ -23,13 +23,17 @@
 //! The running instance lives outside the TVars, in a mutex only the owner of a claim touches:
 //! a start's hook puts it there before recording `Running`, a stop's hook takes it after
 //! claiming `Stopping`.
+//!
+//! The state machine itself (`Inner`: the state, the history, the running instance, the
+//! subscribers, the claim and the `Settle` guard) does not depend on how the service is called:
+//! [`AsyncLifecycle`](crate::AsyncLifecycle) drives the same machine with async `start`/`stop`
+//! (`async_lifecycle.rs`), acting after the claim instead of in its hook.
 
 use crate::error::{panic_message, ClaimError, LifecycleError, WaitTimeout};
 use crate::state::{Failure, Op, State, Transition};
 use mvstm_core::{atomically, try_atomically, StmResult, TVar, Txn};
 use parking_lot::Mutex;
 use std::any::Any;
-use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -136,12 +140,14 @@ const HISTORY_CAPACITY: usize = 64;
 /// the protocol and [`Lifecycle::claim_start`] for composing claims with other transactional
 /// work.
 pub struct Lifecycle<S: Service> {
-    inner: Arc<Inner<S>>,
+    inner: Arc<Inner<S, S::Running>>,
 }
 
-struct Inner<S: Service> {
-    service: S,
-    state: TVar<State>,
+/// A service `S` and its state machine, whose running instance is an `R`; shared by
+/// [`Lifecycle`] and [`AsyncLifecycle`](crate::AsyncLifecycle).
+pub(crate) struct Inner<S, R> {
+    pub(crate) service: S,
+    pub(crate) state: TVar<State>,
     /// How many transitions were made; written with `state`.
     seq: TVar<u64>,
     /// The most recent transitions: transition `n` sits in slot `(n - 1) % len`. One TVar per
@@ -149,19 +155,19 @@ struct Inner<S: Service> {
     history: Box<[TVar<Option<Transition>>]>,
     /// The running instance: `Some` exactly while the state is `Running`, or while a hook that
     /// owns a claim moves it.
-    running: Mutex<Option<S::Running>>,
+    pub(crate) running: Mutex<Option<R>>,
     /// The last subscription id handed out, and the subscribers.
     subscribers: Mutex<(u64, Vec<(u64, Subscriber)>)>,
 }
 
-type Subscriber = Arc<dyn Fn(&Transition) + Send + Sync>;
+pub(crate) type Subscriber = Arc<dyn Fn(&Transition) + Send + Sync>;
 
 /// A check run by a start's hook just before `Service::start`; `Err` calls the start off.
 pub(crate) type Gate = Box<dyn FnOnce() -> Result<(), String>>;
 
 /// Identifies a subscription, for [`Lifecycle::unsubscribe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SubscriptionId(u64);
+pub struct SubscriptionId(pub(crate) u64);
 
 /// A committed claim: after the claiming transaction returns, [`outcome`](Claim::outcome) says
 /// how the start or stop went (its hook has run by then, on the same thread).
@@ -175,7 +181,7 @@ type Outcome<S> = Result<(), LifecycleError<<S as Service>::Error>>;
 
 /// What a claim's hook does, decided by the state the claim found.
 #[derive(Clone, Copy)]
-enum Path {
+pub(crate) enum Path {
     Start,
     Stop { then_start: bool },
 }
@@ -221,14 +227,7 @@ impl<S: Service> Lifecycle<S> {
     /// ```
     pub fn with_history(service: S, capacity: usize) -> Lifecycle<S> {
         Lifecycle {
-            inner: Arc::new(Inner {
-                service,
-                state: TVar::new(State::Stopped),
-                seq: TVar::new(0),
-                history: (0..capacity).map(|_| TVar::new(None)).collect(),
-                running: Mutex::new(None),
-                subscribers: Mutex::new((0, Vec::new())),
-            }),
+            inner: Arc::new(Inner::new(service, capacity)),
         }
     }
 
@@ -610,33 +609,23 @@ impl<S: Service> Lifecycle<S> {
         op: Op,
         gate: Option<Gate>,
     ) -> StmResult<Result<Claim<S>, ClaimError>> {
-        let found = tx.read(&self.inner.state)?;
-        if !found.admits(op) {
-            return Ok(Err(ClaimError { op, found }));
-        }
-        let path = match found {
-            State::Running => Path::Stop {
-                then_start: op == Op::Restart,
-            },
-            _ => Path::Start,
+        let path = match self.inner.claim(tx, op, None)? {
+            Ok(path) => path,
+            Err(refused) => return Ok(Err(refused)),
         };
-        let claimed = match path {
-            Path::Start => State::Starting,
-            Path::Stop { .. } => State::Stopping,
-        };
-        self.inner.transition(tx, claimed, None)?;
         let outcome = Arc::new(Mutex::new(None));
         let (inner, slot) = (Arc::clone(&self.inner), Arc::clone(&outcome));
         tx.after_commit(move || {
             let panics = PanicSlot::default();
-            let settle = Settle::new(&inner, Rc::clone(&panics));
+            let settle = Settle::new(&inner, Arc::clone(&panics));
             let result = match path {
                 Path::Start => inner.start_claimed(settle, gate),
                 Path::Stop { then_start } => inner.stop_claimed(settle, then_start, gate),
             };
             *slot.lock() = Some(result);
             // A subscriber's panic, held back until the outcome was recorded and delivered.
-            if let Some(panic) = panics.take() {
+            let panic = panics.lock().take();
+            if let Some(panic) = panic {
                 resume_unwind(panic);
             }
         });
@@ -672,14 +661,7 @@ impl<S: Service> Lifecycle<S> {
         predicate: impl Fn(&State) -> bool,
         timeout: Duration,
     ) -> Result<State, WaitTimeout> {
-        atomically(|tx| {
-            let state = tx.read(&self.inner.state)?;
-            if predicate(&state) {
-                return Ok(Ok(state));
-            }
-            tx.retry_for(timeout)?;
-            Ok(Err(WaitTimeout { last: state }))
-        })
+        atomically(|tx| self.inner.wait_for(tx, &predicate, timeout))
     }
 
     /// Call `subscriber` with every transition committed from now on, from the `after_commit`
@@ -711,11 +693,7 @@ impl<S: Service> Lifecycle<S> {
         &self,
         subscriber: impl Fn(&Transition) + Send + Sync + 'static,
     ) -> SubscriptionId {
-        let mut subscribers = self.inner.subscribers.lock();
-        subscribers.0 += 1;
-        let id = subscribers.0;
-        subscribers.1.push((id, Arc::new(subscriber)));
-        SubscriptionId(id)
+        self.inner.subscribe(Arc::new(subscriber))
     }
 
     /// Remove a subscription; `false` if it was already removed.
@@ -743,10 +721,7 @@ impl<S: Service> Lifecycle<S> {
     /// assert_eq!(calls.load(Ordering::SeqCst), 0);
     /// ```
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let subscribers = &mut self.inner.subscribers.lock().1;
-        let before = subscribers.len();
-        subscribers.retain(|(sid, _)| *sid != id.0);
-        subscribers.len() != before
+        self.inner.unsubscribe(id)
     }
 
     /// The most recent transitions, oldest first (bounded, see
@@ -769,9 +744,84 @@ impl<S: Service> Lifecycle<S> {
     /// assert_eq!(service.history().last().unwrap().to, State::Running);
     /// ```
     pub fn history(&self) -> Vec<Transition> {
-        let history = &self.inner.history;
+        self.inner.history()
+    }
+}
+
+impl<S: Send + Sync + 'static, R: Send + 'static> Inner<S, R> {
+    pub(crate) fn new(service: S, capacity: usize) -> Inner<S, R> {
+        Inner {
+            service,
+            state: TVar::new(State::Stopped),
+            seq: TVar::new(0),
+            history: (0..capacity).map(|_| TVar::new(None)).collect(),
+            running: Mutex::new(None),
+            subscribers: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    /// Step 1 of the protocol in `tx`: move to `Starting` or `Stopping` if the state admits
+    /// `op`, and say which path the claim's owner takes; or say why not, without aborting.
+    /// A subscriber's panic at the claim's commit goes to `panics` if given (see `transition`).
+    pub(crate) fn claim(
+        self: &Arc<Self>,
+        tx: &mut Txn,
+        op: Op,
+        panics: Option<PanicSlot>,
+    ) -> StmResult<Result<Path, ClaimError>> {
+        let found = tx.read(&self.state)?;
+        if !found.admits(op) {
+            return Ok(Err(ClaimError { op, found }));
+        }
+        let path = match found {
+            State::Running => Path::Stop {
+                then_start: op == Op::Restart,
+            },
+            _ => Path::Start,
+        };
+        let claimed = match path {
+            Path::Start => State::Starting,
+            Path::Stop { .. } => State::Stopping,
+        };
+        self.transition(tx, claimed, panics)?;
+        Ok(Ok(path))
+    }
+
+    /// The body of `wait_for`: the state if `predicate` holds, else wait (in total at most
+    /// `timeout`) for it to change.
+    pub(crate) fn wait_for(
+        &self,
+        tx: &mut Txn,
+        predicate: &impl Fn(&State) -> bool,
+        timeout: Duration,
+    ) -> StmResult<Result<State, WaitTimeout>> {
+        let state = tx.read(&self.state)?;
+        if predicate(&state) {
+            return Ok(Ok(state));
+        }
+        tx.retry_for(timeout)?;
+        Ok(Err(WaitTimeout { last: state }))
+    }
+
+    pub(crate) fn subscribe(&self, subscriber: Subscriber) -> SubscriptionId {
+        let mut subscribers = self.subscribers.lock();
+        subscribers.0 += 1;
+        let id = subscribers.0;
+        subscribers.1.push((id, subscriber));
+        SubscriptionId(id)
+    }
+
+    pub(crate) fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let subscribers = &mut self.subscribers.lock().1;
+        let before = subscribers.len();
+        subscribers.retain(|(sid, _)| *sid != id.0);
+        subscribers.len() != before
+    }
+
+    pub(crate) fn history(&self) -> Vec<Transition> {
+        let history = &self.history;
         atomically(|tx| {
-            let last = tx.read(&self.inner.seq)?;
+            let last = tx.read(&self.seq)?;
             let first = last.saturating_sub(history.len() as u64);
             let mut recent = Vec::with_capacity((last - first) as usize);
             for n in first..last {
@@ -781,9 +831,7 @@ impl<S: Service> Lifecycle<S> {
             Ok(recent)
         })
     }
-}
 
-impl<S: Service> Inner<S> {
     /// Move to `to` in `tx`: the state, the log, and the subscribers' call after commit. A
     /// subscriber's panic goes to `panics` if given, else it is re-raised from the hook.
     fn transition(
@@ -814,7 +862,7 @@ impl<S: Service> Inner<S> {
             if let Some(panic) = inner.notify(&transition) {
                 match panics {
                     Some(slot) => {
-                        slot.borrow_mut().get_or_insert(panic);
+                        slot.lock().get_or_insert(panic);
                     }
                     None => resume_unwind(panic),
                 }
@@ -840,11 +888,13 @@ impl<S: Service> Inner<S> {
         }
         first_panic
     }
+}
 
+impl<S: Service> Inner<S, S::Running> {
     /// The hook of a start claim: the state is `Starting` and `settle` owns it.
     fn start_claimed(
         self: &Arc<Self>,
-        mut settle: Settle<'_, S>,
+        mut settle: Settle<'_, S, S::Running>,
         gate: Option<Gate>,
     ) -> Outcome<S> {
         settle.reached(interrupted(Op::Start));
@@ -872,7 +922,7 @@ impl<S: Service> Inner<S> {
     /// The hook of a stop (or restart) claim: the state is `Stopping` and `settle` owns it.
     fn stop_claimed(
         self: &Arc<Self>,
-        mut settle: Settle<'_, S>,
+        mut settle: Settle<'_, S, S::Running>,
         then_start: bool,
         gate: Option<Gate>,
     ) -> Outcome<S> {
@@ -903,7 +953,7 @@ impl<S: Service> Inner<S> {
     }
 }
 
-fn failed(during: Op, message: String, panicked: bool) -> State {
+pub(crate) fn failed(during: Op, message: String, panicked: bool) -> State {
     State::Failed(Failure {
         during,
         message: message.into(),
@@ -912,7 +962,7 @@ fn failed(during: Op, message: String, panicked: bool) -> State {
 }
 
 /// What a claim records if a panic interrupts `op`.
-fn interrupted(op: Op) -> State {
+pub(crate) fn interrupted(op: Op) -> State {
     failed(
         op,
         "interrupted by a panic before the outcome was recorded".to_string(),
@@ -921,20 +971,21 @@ fn interrupted(op: Op) -> State {
 }
 
 /// A subscriber's panic raised while a claim's owner records a transition, held until the
-/// outcome is delivered (re-raising it earlier would leave the claim with no owner).
-type PanicSlot = Rc<RefCell<Option<Box<dyn Any + Send>>>>;
+/// outcome is delivered (re-raising it earlier would leave the claim with no owner). Shared
+/// and `Send`: an async claim's owner holds it across awaits.
+pub(crate) type PanicSlot = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
 
 /// Owns a claim from its commit until its outcome is recorded, which happens when it is dropped,
 /// whatever path leaves the hook: the state it was last told the operation reached, or `Failed`
 /// if a panic came first. Recording never panics: subscribers' panics go to `panics`.
-struct Settle<'a, S: Service> {
-    inner: &'a Arc<Inner<S>>,
+pub(crate) struct Settle<'a, S: Send + Sync + 'static, R: Send + 'static> {
+    inner: &'a Arc<Inner<S, R>>,
     to: State,
     panics: PanicSlot,
 }
 
-impl<'a, S: Service> Settle<'a, S> {
-    fn new(inner: &'a Arc<Inner<S>>, panics: PanicSlot) -> Settle<'a, S> {
+impl<'a, S: Send + Sync + 'static, R: Send + 'static> Settle<'a, S, R> {
+    pub(crate) fn new(inner: &'a Arc<Inner<S, R>>, panics: PanicSlot) -> Settle<'a, S, R> {
         Settle {
             inner,
             to: interrupted(Op::Start),
@@ -943,18 +994,18 @@ impl<'a, S: Service> Settle<'a, S> {
     }
 
     /// What to record when dropped.
-    fn reached(&mut self, state: State) {
+    pub(crate) fn reached(&mut self, state: State) {
         self.to = state;
     }
 
     /// `op` returned `error`: record `Failed` with its text, and hand the error to the caller.
-    fn failed(&mut self, op: Op, error: S::Error) -> LifecycleError<S::Error> {
+    pub(crate) fn failed<E: fmt::Display>(&mut self, op: Op, error: E) -> LifecycleError<E> {
         self.reached(failed(op, error.to_string(), false));
         LifecycleError::Failed(error)
     }
 
     /// `op` panicked: record `Failed` with the panic message, and report it to the caller.
-    fn panicked(&mut self, op: Op, panic: &(dyn Any + Send)) -> LifecycleError<S::Error> {
+    pub(crate) fn panicked<E>(&mut self, op: Op, panic: &(dyn Any + Send)) -> LifecycleError<E> {
         let message = panic_message(panic);
         self.reached(failed(op, message.clone(), true));
         LifecycleError::Panicked(message)
@@ -967,13 +1018,13 @@ impl<'a, S: Service> Settle<'a, S> {
     /// flushes, and the claim must not be left unrecorded for that. Such a panic is held with the
     /// subscribers' (`panics`) and re-raised once the outcome is delivered. Only the claim's
     /// owner writes a claimed state, so a re-run cannot conflict forever.
-    fn record(&self, state: State) {
+    pub(crate) fn record(&self, state: State) {
         let committed = Rc::new(std::cell::Cell::new(false));
         while !committed.get() {
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 atomically(|tx| {
                     self.inner
-                        .transition(tx, state.clone(), Some(Rc::clone(&self.panics)))?;
+                        .transition(tx, state.clone(), Some(Arc::clone(&self.panics)))?;
                     // The last `on_commit` hook: after it, nothing can stop the commit.
                     let committed = Rc::clone(&committed);
                     tx.on_commit(move || committed.set(true));
@@ -981,13 +1032,13 @@ impl<'a, S: Service> Settle<'a, S> {
                 })
             }));
             if let Err(panic) = ran {
-                self.panics.borrow_mut().get_or_insert(panic);
+                self.panics.lock().get_or_insert(panic);
             }
         }
     }
 }
 
-impl<S: Service> Drop for Settle<'_, S> {
+impl<S: Send + Sync + 'static, R: Send + 'static> Drop for Settle<'_, S, R> {
     fn drop(&mut self) {
         self.record(self.to.clone());
     }
