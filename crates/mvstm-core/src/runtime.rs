@@ -256,15 +256,21 @@ pub fn atomically<T>(body: impl FnMut(&mut Txn) -> StmResult<T>) -> T {
     }
 }
 
-/// The panic of `atomically` and `atomically_timeout` when the body aborts: they have no way to
+/// The panic of `atomically`, `atomically_timeout` and their async twins when the body aborts: they have no way to
 /// return the error. The message names the error's type (a refused lifecycle claim shows up as
 /// `mvstm_lifecycle::error::ClaimError`) and the call that would return it.
 #[cold]
 #[track_caller]
 pub(crate) fn aborted_without_try(call: &str, error: &AbortError) -> ! {
+    // The asynchronous calls point at the asynchronous `try_` call.
+    let try_call = if call.ends_with("_async") {
+        "try_atomically_async"
+    } else {
+        "try_atomically"
+    };
     panic!(
         "a transaction run by `{call}` was aborted with an error of type {} (by Txn::abort or \
-         a try_on_commit veto); run it with `try_atomically::<_, {}>` to receive the error",
+         a try_on_commit veto); run it with `{try_call}::<_, {}>` to receive the error",
         error.describe(),
         error.type_name()
     )
@@ -391,6 +397,7 @@ fn run<T>(
 
 /// Panic if called inside a transaction body or an `on_commit` hook.
 #[inline]
+#[track_caller]
 pub(crate) fn refuse_nesting() {
     if in_transaction() {
         panic!(
@@ -418,6 +425,7 @@ pub(crate) enum Step<T> {
 /// The waiting itself is the caller's: a thread blocks (`run`), a task polls
 /// (`atomically_async`); `who` says which registers.
 #[inline]
+#[track_caller]
 pub(crate) fn attempts<T>(
     tx: &mut Cached,
     contention: &mut Contention,
