@@ -372,17 +372,21 @@ fn a_reader_floors_an_undecided_commit_and_the_writer_restamps() {
             let b = TVar::new(log.value(0));
             let done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
             let (before_floors, before_restamps) = mvstm_core::loom_floor_counts();
-            let (wa, wb, wlog, wdone) = (a.clone(), b.clone(), log.clone(), done.clone());
-            let writer = spawn(move || {
-                atomically(|tx| {
-                    tx.write(&wa, wlog.value(1))?;
-                    tx.write(&wb, wlog.value(1))
-                });
-                wdone.store(true, loom::sync::atomic::Ordering::Release);
+            // The reader is the spawned thread and the writer the main one, which joins the
+            // reader at the end: so a reader that floors the commit between the writer's stamp
+            // and its decision, and reads on after the decision, is two preemptions away.
+            let (ra, rb, rdone) = (a.clone(), b.clone(), done.clone());
+            let reader = spawn(move || {
+                let knew_done = rdone.load(loom::sync::atomic::Ordering::Acquire);
+                let seen = atomically(|tx| Ok((tx.read(&ra)?.get(), tx.read(&rb)?.get())));
+                (knew_done, seen)
             });
-            let knew_done = done.load(loom::sync::atomic::Ordering::Acquire);
-            let (x, y) = atomically(|tx| Ok((tx.read(&a)?.get(), tx.read(&b)?.get())));
-            writer.join().unwrap();
+            atomically(|tx| {
+                tx.write(&a, log.value(1))?;
+                tx.write(&b, log.value(1))
+            });
+            done.store(true, loom::sync::atomic::Ordering::Release);
+            let (knew_done, (x, y)) = reader.join().unwrap();
             assert_eq!(x, y, "a snapshot saw half of a commit");
             if knew_done {
                 assert_eq!(
