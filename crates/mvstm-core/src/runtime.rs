@@ -601,9 +601,7 @@ impl Txn {
     fn flush_deferred(&mut self) {
         self.flush_due = false;
         self.commits_since_flush = 0;
-        let guard = self.handle.pin();
-        self.retired.defer(&guard);
-        guard.flush();
+        self.hand_over_frees();
     }
 
     /// After an abandoned attempt: discard it, unpin, run `on_abort` hooks, then the work the

@@ -116,14 +116,20 @@ impl Drop for Txn {
         // Every commit of this object is over (decided or abandoned, its versions final).
         CommitRecord::release(self.record);
         if self.retired.len() > 0 {
-            let guard = self.handle.pin();
-            self.retired.defer(&guard);
-            guard.flush();
+            self.hand_over_frees();
         }
     }
 }
 
 impl Txn {
+    /// Defer this thread's retired versions and hand its epoch bag to the collector (which may
+    /// run other threads' deferred drops: call it outside any attempt).
+    pub(crate) fn hand_over_frees(&mut self) {
+        let guard = self.handle.pin();
+        self.retired.defer(&guard);
+        guard.flush();
+    }
+
     pub(crate) fn new(owner: u64) -> Txn {
         Txn {
             owner,
