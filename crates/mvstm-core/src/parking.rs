@@ -31,7 +31,7 @@
 //! # Task waiters
 //!
 //! A waiter is a parked thread or an asynchronous task (`atomically_async`). A task registers a
-//! [`TaskWaker`] instead of its thread: a slot holding the task's current `Waker`, shared by all
+//! `TaskWaker` (`timer.rs`) instead of its thread: a slot holding the task's current `Waker`, shared by all
 //! of the task's table entries (and its timer entry, `timer.rs`). The order is the same as a
 //! thread's, with "poll again" for "park":
 //!
@@ -55,12 +55,11 @@
 //! poll or drop the very future it wakes synchronously (no executor does: a wake schedules).
 
 use crate::clock::NEVER;
-use crate::error::StmResult;
 use crate::log::ReadEntry;
 use crate::sync::{Instant, Mutex, Ordering, Thread};
-use crate::timer::TimerKey;
+use crate::timer::{TaskWaker, TimerKey};
 use crate::tvar::ErasedRef;
-use crate::txn::Txn;
+use crate::txn::{Predicate, WaitSpec};
 use crate::version::Header;
 use smallvec::SmallVec;
 use std::ptr::NonNull;
@@ -126,47 +125,6 @@ impl Waiter {
     }
 }
 
-/// The `Waker` of a waiting task, shared by its table entries and its timer entry: replacing
-/// it here re-targets all of them at once. Empty once the wait is over (see the module docs).
-pub(crate) struct TaskWaker {
-    waker: Mutex<Option<Waker>>,
-}
-
-impl TaskWaker {
-    pub(crate) fn new(waker: Waker) -> TaskWaker {
-        TaskWaker {
-            waker: Mutex::new(Some(waker)),
-        }
-    }
-
-    /// Wake the task, if its wait is still on. Under the slot's lock, so that no wake-up is
-    /// issued once `clear` returned.
-    pub(crate) fn wake(&self) {
-        if let Some(waker) = &*self.waker.lock() {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// Make `waker` the one woken, unless the one held already wakes the same task.
-    fn set(&self, waker: &Waker) {
-        let old = {
-            let mut slot = self.waker.lock();
-            match &*slot {
-                Some(held) if held.will_wake(waker) => return,
-                _ => slot.replace(waker.clone()),
-            }
-        };
-        // Dropped outside the lock: dropping a waker may run executor code.
-        drop(old);
-    }
-
-    /// End the wait: no wake-up is issued after this returns.
-    fn clear(&self) {
-        let old = self.waker.lock().take();
-        drop(old);
-    }
-}
-
 /// Wake the threads and tasks waiting on `header`; called by a writer after it unlocked it.
 #[cold]
 pub(crate) fn wake(header: &Header) {
@@ -192,34 +150,11 @@ pub(crate) fn waiters_on(header: &Header) -> usize {
     shard(addr).lock().iter().filter(|e| e.addr == addr).count()
 }
 
-/// A `retry_until` predicate. `Send`, since an asynchronous waiter carries it from one poll to
-/// the next, perhaps to another thread.
-pub(crate) type Predicate = Box<dyn Fn(&mut Txn) -> StmResult<bool> + Send>;
-
-/// What an attempt that retried waits for; filled in by the retry variants.
-#[derive(Default)]
-pub(crate) struct WaitSpec {
-    /// Wait on everything the attempt read (`retry`, `retry_for`).
-    pub(crate) on_reads: bool,
-    /// `retry_on`: wake when any of these changed.
-    pub(crate) any: SmallVec<[ReadEntry; 4]>,
-    /// `retry_all`: wake when all of a group changed.
-    pub(crate) all: Vec<SmallVec<[ReadEntry; 4]>>,
-    /// `retry_until`: wake when any of a group changed and the predicate holds.
-    pub(crate) until: Vec<(SmallVec<[ReadEntry; 4]>, Predicate)>,
-    /// `retry_for`: stop waiting after this long.
-    pub(crate) timeout: Option<Duration>,
-}
-
-impl WaitSpec {
-    pub(crate) fn clear(&mut self) {
-        self.on_reads = false;
-        self.any.clear();
-        self.all.clear();
-        self.until.clear();
-        self.timeout = None;
-    }
-}
+/// How a waiter evaluates a `retry_until` predicate, given by the attempt loop (`runtime.rs`),
+/// which runs it as a read-only transaction: whether it holds, and the stamp of each `watched`
+/// variable in that transaction's snapshot. Passed in rather than called, so that this layer
+/// stays below the loop that uses it.
+pub(crate) type Evaluate = fn(&Predicate, &[NonNull<Header>]) -> (bool, SmallVec<[u64; 4]>);
 
 /// A variable being waited on, with the stamp the attempt saw.
 struct Watched {
@@ -273,6 +208,7 @@ pub(crate) struct Wait {
     any: Vec<Watched>,
     all: Vec<Vec<Watched>>,
     until: Vec<(Vec<Watched>, Predicate)>,
+    evaluate: Evaluate,
     timeout: Option<Duration>,
     registered: SmallVec<[ErasedRef; 8]>,
     ticket: u64,
@@ -311,7 +247,12 @@ pub(crate) enum WaiterKind<'a> {
 impl Wait {
     /// Register on every variable of `spec` (plus `reads` if asked). Must run while the attempt
     /// is still pinned, since the logged headers are only guaranteed live until it unpins.
-    pub(crate) fn register(spec: &mut WaitSpec, reads: &[ReadEntry], who: WaiterKind<'_>) -> Wait {
+    pub(crate) fn register(
+        spec: &mut WaitSpec,
+        reads: &[ReadEntry],
+        who: WaiterKind<'_>,
+        evaluate: Evaluate,
+    ) -> Wait {
         crate::sync::global! {
             static TICKETS: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(1);
         }
@@ -319,6 +260,7 @@ impl Wait {
             any: Vec::new(),
             all: Vec::new(),
             until: Vec::new(),
+            evaluate,
             timeout: spec.timeout,
             registered: SmallVec::new(),
             // Relaxed: a unique number is all we need.
@@ -543,7 +485,7 @@ impl Wait {
             if changed {
                 let headers: SmallVec<[NonNull<Header>; 4]> =
                     group.iter().map(|w| w.var.ptr()).collect();
-                let (holds, seen) = crate::runtime::evaluate_predicate(predicate, &headers);
+                let (holds, seen) = (self.evaluate)(predicate, &headers);
                 if holds {
                     return (true, false);
                 }

@@ -11,10 +11,10 @@ use crate::contention::Contention;
 use crate::error::{AbortCause, AbortError, ErrorKind, RetryKind, StmResult, TimedOut};
 use crate::hooks::{self, Veto};
 use crate::log::Panic;
-use crate::parking::{Predicate, Wait, WaiterKind};
+use crate::parking::{Wait, WaiterKind};
 use crate::reclaim::{after_attempt, in_transaction, InTxn};
 use crate::sync::{thread_local, AtomicU64, Ordering};
-use crate::txn::Txn;
+use crate::txn::{Predicate, Txn};
 use smallvec::SmallVec;
 use std::any::Any;
 use std::cell::Cell;
@@ -502,7 +502,7 @@ pub(crate) fn attempts<T>(
                 }
                 // Register while still pinned: the logged headers are live until we unpin.
                 let txn = &mut **tx;
-                let mut wait = Wait::register(&mut txn.wait, &txn.reads, who);
+                let mut wait = Wait::register(&mut txn.wait, &txn.reads, who, evaluate_predicate);
                 if let Some(limit) = limit {
                     wait.limit(limit.saturating_sub(tx.blocked));
                 }
@@ -655,7 +655,7 @@ impl Txn {
 
 /// Evaluate a `retry_until` predicate in a fresh read-only transaction; also returns, from that
 /// same snapshot, the stamp of each of `watched` that the predicate saw.
-pub(crate) fn evaluate_predicate(
+fn evaluate_predicate(
     predicate: &Predicate,
     watched: &[NonNull<crate::version::Header>],
 ) -> (bool, SmallVec<[u64; 4]>) {

@@ -18,10 +18,52 @@
 //! Under loom there is no time (`sync.rs`): a scheduled deadline wakes the task at once, as a
 //! timed park there is a yield, and no thread is started.
 
-use crate::parking::TaskWaker;
-use crate::sync::Instant;
+use crate::sync::{Instant, Mutex};
 #[cfg(any(loom, test))]
 use std::sync::Arc;
+use std::task::Waker;
+
+/// The `Waker` of a waiting task, shared by its wait-table entries (`parking.rs`) and its timer
+/// entry: replacing
+/// it here re-targets all of them at once. Empty once the wait is over (see the module docs).
+pub(crate) struct TaskWaker {
+    waker: Mutex<Option<Waker>>,
+}
+
+impl TaskWaker {
+    pub(crate) fn new(waker: Waker) -> TaskWaker {
+        TaskWaker {
+            waker: Mutex::new(Some(waker)),
+        }
+    }
+
+    /// Wake the task, if its wait is still on. Under the slot's lock, so that no wake-up is
+    /// issued once `clear` returned.
+    pub(crate) fn wake(&self) {
+        if let Some(waker) = &*self.waker.lock() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Make `waker` the one woken, unless the one held already wakes the same task.
+    pub(crate) fn set(&self, waker: &Waker) {
+        let old = {
+            let mut slot = self.waker.lock();
+            match &*slot {
+                Some(held) if held.will_wake(waker) => return,
+                _ => slot.replace(waker.clone()),
+            }
+        };
+        // Dropped outside the lock: dropping a waker may run executor code.
+        drop(old);
+    }
+
+    /// End the wait: no wake-up is issued after this returns.
+    pub(crate) fn clear(&self) {
+        let old = self.waker.lock().take();
+        drop(old);
+    }
+}
 
 /// An entry of the timer, to cancel it; `at` is when it fires.
 pub(crate) struct TimerKey {

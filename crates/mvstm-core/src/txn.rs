@@ -17,7 +17,6 @@ use crate::error::{AbortCause, AbortError, RetryKind, StmError, StmResult};
 use crate::hooks::Hooks;
 use crate::lock::LockWord;
 use crate::log::{ReadEntry, WriteLog};
-use crate::parking::WaitSpec;
 use crate::reclaim::Retired;
 use crate::sync::Ordering;
 use crate::tvar::TVar;
@@ -935,3 +934,32 @@ impl<A: AnyTVar> sealed::Erased for Vec<A> {
 }
 
 impl<A: AnyTVar> AnyTVar for Vec<A> {}
+
+/// A `retry_until` predicate. `Send`, since an asynchronous waiter carries it from one poll to
+/// the next, perhaps to another thread.
+pub(crate) type Predicate = Box<dyn Fn(&mut Txn) -> StmResult<bool> + Send>;
+
+/// What an attempt that retried waits for; filled in by the retry variants.
+#[derive(Default)]
+pub(crate) struct WaitSpec {
+    /// Wait on everything the attempt read (`retry`, `retry_for`).
+    pub(crate) on_reads: bool,
+    /// `retry_on`: wake when any of these changed.
+    pub(crate) any: SmallVec<[ReadEntry; 4]>,
+    /// `retry_all`: wake when all of a group changed.
+    pub(crate) all: Vec<SmallVec<[ReadEntry; 4]>>,
+    /// `retry_until`: wake when any of a group changed and the predicate holds.
+    pub(crate) until: Vec<(SmallVec<[ReadEntry; 4]>, Predicate)>,
+    /// `retry_for`: stop waiting after this long.
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl WaitSpec {
+    pub(crate) fn clear(&mut self) {
+        self.on_reads = false;
+        self.any.clear();
+        self.all.clear();
+        self.until.clear();
+        self.timeout = None;
+    }
+}
