@@ -15,7 +15,7 @@ const TRACK_MIN_OPS: u64 = 5_000;
 
 fn micro(c: &mut Criterion) {
     common::set_min_ops(TRACK_MIN_OPS);
-    let only: &[&str] = &["mvstm", "mutex", "fast-stm"];
+    let only: &[&str] = &["mvstm", "mvstm-update", "mutex", "fast-stm"];
     common::micro::read_1(c, PREFIX, Some(only));
     common::micro::increment_1(c, PREFIX, Some(only));
 }

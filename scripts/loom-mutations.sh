@@ -104,10 +104,16 @@ mutate task_waiters_not_woken async_retry_registration_vs_committing_writer \
     crates/mvstm-core/src/parking.rs \
     's/Waiter::Task\(task\) => task\.wake\(\),/Waiter::Task(_task) => {}/'
 mutate task_woken_outside_the_slot_lock async_wait_dropped_vs_committing_writer \
-    crates/mvstm-core/src/parking.rs \
+    crates/mvstm-core/src/timer.rs \
     's/if let Some\(waker\) = &\*self\.waker\.lock\(\) \{/let held = self.waker.lock().clone();\n        if let Some(waker) = \&held {/'
 mutate dropped_task_wait_keeps_its_waker async_wait_dropped_vs_committing_writer \
     crates/mvstm-core/src/parking.rs \
     's/            task\.waker\.clear\(\);\n//'
+mutate single_store_skips_the_wake a_store_wakes_a_retry_waiter \
+    crates/mvstm-core/src/commit.rs \
+    's/let wake = parking::has_waiters\(var\);/let wake = { let _ = parking::has_waiters(var); false };/'
+mutate single_update_locks_any_word update_and_compare_and_set_vs_a_transaction \
+    crates/mvstm-core/src/commit.rs \
+    's/if !var\.lock\.try_lock_from_unlocked\(seen, self\.owner\) \{/let seen = var.lock.load();\n        if seen.is_locked() || !var.lock.try_lock_from_unlocked(seen, self.owner) {/'
 
 exit $missed

@@ -68,6 +68,13 @@ pub fn increment_1(c: &mut Criterion, prefix: &str, only: Option<&[&str]>) {
             b.iter(|| mvstm::atomically(|tx| tx.modify(black_box(&v), |x| x + 1)))
         });
     }
+    if wanted(only, "mvstm-update") {
+        // The single-operation path (`TVar::update`): a whole transaction without logs.
+        let v = mvstm::TVar::new(0u64);
+        g.bench_function("mvstm-update", |b| {
+            b.iter(|| black_box(&v).update(|x| x + 1))
+        });
+    }
     if wanted(only, "mutex") {
         let m = Mutex::new(0u64);
         g.bench_function("mutex", |b| b.iter(|| *black_box(&m).lock() += 1));

@@ -26,6 +26,10 @@
 //!    `wv` in each written lock word), reopens its record, releases its shared holds and wakes
 //!    retry waiters (`parking.rs`).
 //!
+//! A single operation on one variable (`TVar::store` and its siblings, `view.rs`) takes steps
+//! 1, 2, 4, 6 and 7 for a write set of one without reads (`Txn::commit_single`): it locks from
+//! the very lock word it read the value under, which is its whole validation.
+//!
 //! No step waits for another committer: readers resolve pending versions themselves, and stamps
 //! are not made visible in order (there is no such order to keep). A committer descheduled
 //! anywhere in steps 2 to 7 holds up only the transactions that write what it locked (or read it
@@ -44,6 +48,8 @@ use crate::reclaim;
 use crate::sync::spin_hint;
 use crate::txn::Txn;
 use crate::version::Header;
+use crossbeam_epoch::Guard;
+use std::ptr::NonNull;
 
 /// Spins on a lock held by another committer before giving up with a conflict.
 #[cfg(not(loom))]
@@ -263,7 +269,6 @@ impl Txn {
 
     /// Step 7: make the linked versions final with stamp `wv`, unlock and wake waiters.
     #[inline]
-    #[cfg_attr(loom, allow(clippy::modulo_one))] // `HORIZON_EVERY` is 1 under loom
     fn publish(&mut self, wv: u64) {
         let guard = self.pinned();
         // From the first link to the last unlock no user code runs (no clone, no drop, no
@@ -288,6 +293,15 @@ impl Txn {
         if !self.read_holds.is_empty() {
             self.release_reads();
         }
+        self.after_publish(wv, guard);
+    }
+
+    /// What every published commit leaves to do once it unlocked: move the reclamation horizon
+    /// now and then, hand full batches of retired versions to the collector, and mark a flush
+    /// due.
+    #[inline]
+    #[cfg_attr(loom, allow(clippy::modulo_one))] // `HORIZON_EVERY` is 1 under loom
+    fn after_publish(&mut self, wv: u64, guard: &Guard) {
         // One stamp in `HORIZON_EVERY`, whoever commits it, moves the horizon: a per-thread
         // count would never fire for threads that commit rarely. Only a defer here (it runs no
         // deferred function); the flush, which may run other threads' drops, happens after the
@@ -305,6 +319,59 @@ impl Txn {
         if self.commits_since_flush >= reclaim::FLUSH_EVERY {
             self.flush_due = true;
         }
+    }
+
+    /// Publish `node` as the new value of the one variable `header`, as a transaction of its
+    /// own that read nothing else (`TVar::store` and its siblings, `view.rs`), provided its lock
+    /// word is still `seen`. Returns `false`, with nothing changed and the node still the
+    /// caller's, when it is not.
+    ///
+    /// These are the steps of `commit_plain` for a write set of one without a read set: the
+    /// caller computed the value from the version whose stamp `seen` holds, and locking from
+    /// `seen` is the whole validation (the variable cannot change until we unlock). The caller
+    /// is pinned (`self.guard`) and holds a handle to the variable.
+    pub(crate) fn commit_single(
+        &mut self,
+        header: NonNull<Header>,
+        seen: LockWord,
+        node: NonNull<()>,
+    ) -> bool {
+        contention::wait_at_gate(self.owner);
+        // SAFETY: the caller holds a handle to the variable.
+        let var = unsafe { header.as_ref() };
+        if !var.lock.try_lock_from_unlocked(seen, self.owner) {
+            return false;
+        }
+        let mut spins = 0;
+        if !wait_out_holders(var, || {
+            spins += 1;
+            spin_hint();
+            spins <= LOCK_SPINS
+        }) {
+            var.lock.unlock_unchanged(seen);
+            return false;
+        }
+        // SAFETY: we hold the lock; the node is a private `Version` of the variable's type,
+        // whose ownership moves to the TVar.
+        let covered = unsafe { (var.ops.link)(header, node, self.record.pending_stamp()) };
+        let mut wv = clock::take_stamp();
+        // As in `check_waiters`.
+        crate::sync::seq_cst_point();
+        let wake = parking::has_waiters(var);
+        // Nothing to validate again with a new stamp: the one variable is ours.
+        while !self.record.try_decide(wv) {
+            wv = clock::take_stamp();
+        }
+        let guard = self.pinned();
+        // SAFETY: we hold the lock, linked the node as the head, and are pinned.
+        unsafe { (var.ops.finalize)(header, node, covered, wv, guard, &mut self.retired) };
+        var.lock.unlock_published(wv);
+        self.record.reopen();
+        if wake {
+            parking::wake(var);
+        }
+        self.after_publish(wv, guard);
+        true
     }
 }
 
@@ -344,18 +411,26 @@ fn lock_one(header: &Header, owner: u64, patient: bool) -> Option<LockWord> {
         if !lock.try_lock_from_unlocked(word, owner) {
             continue;
         }
-        // The lock CAS comes before the holder-count load in the `SeqCst` order (loom needs it
-        // spelled out, see `sync.rs`): a committer that holds the variable shared either shows
-        // here, or finds it locked when it validates (`Header::hold_shared`).
-        crate::sync::seq_cst_point();
-        loop {
-            if !header.held_shared() {
-                return Some(word);
-            }
-            if !wait() {
-                lock.unlock_unchanged(word);
-                return None;
-            }
+        if !wait_out_holders(header, &mut wait) {
+            lock.unlock_unchanged(word);
+            return None;
+        }
+        return Some(word);
+    }
+}
+
+/// After locking `header`: wait, as long as `wait` allows, until no committer with `on_commit`
+/// hooks holds it shared; `false` if one still does.
+#[inline]
+fn wait_out_holders(header: &Header, mut wait: impl FnMut() -> bool) -> bool {
+    // The lock CAS comes before the holder-count load in the `SeqCst` order (loom needs it
+    // spelled out, see `sync.rs`): a committer that holds the variable shared either shows
+    // here, or finds it locked when it validates (`Header::hold_shared`).
+    crate::sync::seq_cst_point();
+    while header.held_shared() {
+        if !wait() {
+            return false;
         }
     }
+    true
 }

@@ -52,6 +52,7 @@ mod timer;
 mod tvar;
 mod txn;
 mod version;
+mod view;
 
 #[cfg(loom)]
 #[doc(hidden)]

@@ -594,6 +594,14 @@ impl Txn {
         }
     }
 
+    /// After a single operation (`view.rs`) committed: hand due deferred frees to the collector.
+    #[inline]
+    pub(crate) fn finish_single(&mut self) {
+        if self.flush_due {
+            self.flush_deferred();
+        }
+    }
+
     /// Flush this thread's epoch bag (with the horizon advance in it) to the global queue.
     /// Collecting may run other threads' deferred drops, which are user code: it happens here,
     /// outside the transaction, with no lock held and the attempt already committed.

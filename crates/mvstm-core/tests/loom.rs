@@ -473,6 +473,78 @@ fn retry_registration_vs_committing_writer() {
     });
 }
 
+/// `TVar::store` is a transaction of its own on the single-operation path
+/// (`Txn::commit_single`): it must wake a waiter in `retry` on the variable as a transaction's
+/// write does. A waiter parked for good is a loom deadlock (the main thread joins it).
+#[test]
+fn a_store_wakes_a_retry_waiter() {
+    let cases = Cases {
+        reached: "blocked the waiter in retry before the store woke it",
+        also: None,
+        max_bound: None,
+    };
+    model("a_store_wakes_a_retry_waiter", cases, |stats| {
+        let flag = TVar::new(false);
+        let waited = flag.clone();
+        let waiter = spawn(move || {
+            atomically(|tx| {
+                if !tx.read(&waited)? {
+                    return retry();
+                }
+                Ok(tx.attempt())
+            })
+        });
+        flag.store(true);
+        let attempts = waiter.join().unwrap();
+        if attempts > 1 {
+            stats.reached();
+        }
+    });
+}
+
+/// The single operations against a transaction on the same variable: `update(+1)` on one
+/// thread; `compare_and_set(&0, 10)` and then a transaction adding 100 on the other. No update
+/// is lost, and the `compare_and_set` either came first (and the end is 111) or found the
+/// update's 1 (and the end is 101).
+#[test]
+fn update_and_compare_and_set_vs_a_transaction() {
+    let cases = Cases {
+        reached: "the compare_and_set came first",
+        also: Some("the update came first"),
+        max_bound: None,
+    };
+    model(
+        "update_and_compare_and_set_vs_a_transaction",
+        cases,
+        |stats| {
+            let a = TVar::new(0u64);
+            let theirs = a.clone();
+            let updater = spawn(move || theirs.update(|x| x + 1));
+            let cas = a.compare_and_set(&0, 10);
+            atomically(|tx| tx.modify(&a, |x| x + 100));
+            let updated = updater.join().unwrap();
+            match cas {
+                Ok(0) => {
+                    stats.reached();
+                    // The update came after the compare_and_set, and before or after the
+                    // transaction.
+                    assert!(
+                        updated == 11 || updated == 111,
+                        "the update did not see the compare_and_set: it made {updated}"
+                    );
+                    assert_eq!(a.load(), 111, "an update was lost");
+                }
+                Err(1) => {
+                    stats.also();
+                    assert_eq!(updated, 1);
+                    assert_eq!(a.load(), 101, "an update was lost");
+                }
+                other => panic!("compare_and_set returned {other:?}"),
+            }
+        },
+    );
+}
+
 /// PITFALLS 13: a waiter in `retry_until(v >= 2)` whose predicate sees 1 while a writer commits
 /// 2 (between the predicate's snapshot and its return) still wakes: it waits for a change from
 /// what the predicate saw, not from what is current after it. A waiter parked for good is a
