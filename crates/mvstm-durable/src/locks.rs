@@ -105,6 +105,23 @@ impl fmt::Debug for LockGuard {
     }
 }
 
+// Opened from a `Store`; here rather than in `store.rs` (see `records.rs`).
+impl Store {
+    /// The locks shared by every process that opens this database.
+    ///
+    /// ```
+    /// use mvstm::durable::{Store, Wait};
+    /// use std::time::Duration;
+    /// let store = Store::open("sqlite://target/doc-store.db")?;
+    /// let guard = store.locks()?.lock(&["printer"], "me", &[], Wait::NoWait, Duration::from_secs(5))?;
+    /// guard.release()?;
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn locks(&self) -> Result<Locks> {
+        Ok(Locks::new(self.clone()))
+    }
+}
+
 impl Locks {
     pub(crate) fn new(store: Store) -> Locks {
         Locks { store }

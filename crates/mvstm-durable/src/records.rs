@@ -42,6 +42,27 @@ pub struct Records<T> {
     _values: PhantomData<fn(T) -> T>,
 }
 
+// Opened from a `Store`; here rather than in `store.rs`, so that the store module does not
+// import the modules built on it.
+impl Store {
+    /// The versioned records of set `name` (JPA's `@Version`), with values of type `T`
+    /// stored as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `name` is empty or contains a NUL character.
+    ///
+    /// ```
+    /// let store = mvstm::durable::Store::open("sqlite://target/doc-store.db")?;
+    /// let prices = store.records::<u32>("prices")?;
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn records<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Records<T>> {
+        check_name("record set name", name)?;
+        Ok(Records::new(self.clone(), name.to_string()))
+    }
+}
+
 impl<T> Clone for Records<T> {
     fn clone(&self) -> Self {
         Records {

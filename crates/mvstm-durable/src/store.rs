@@ -19,13 +19,8 @@
 
 use crate::db::{Backend, Begin, Conn, Db};
 use crate::error::{redact, Error, Result};
-use crate::locks::Locks;
-use crate::queue::Queue;
-use crate::records::Records;
 use crate::schema::migrate;
 use mvstm_core::{StmResult, Txn};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -154,67 +149,6 @@ impl Store {
             Target::Sqlite(_) => Backend::Sqlite,
             Target::Postgres(_) => Backend::Postgres,
         }
-    }
-
-    /// The versioned records of set `name` (JPA's `@Version`), with values of type `T`
-    /// stored as JSON.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] if `name` is empty or contains a NUL character.
-    ///
-    /// ```
-    /// let store = mvstm::durable::Store::open("sqlite://target/doc-store.db")?;
-    /// let prices = store.records::<u32>("prices")?;
-    /// # Ok::<(), mvstm::durable::Error>(())
-    /// ```
-    pub fn records<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Records<T>> {
-        check_name("record set name", name)?;
-        Ok(Records::new(self.clone(), name.to_string()))
-    }
-
-    /// The durable command queue `name`, whose commands of type `T` are tried at most
-    /// `max_attempts` times before they are dead-lettered.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Invalid`] if `name` is empty or contains a NUL character, or if
-    /// `max_attempts` is 0.
-    ///
-    /// ```
-    /// let store = mvstm::durable::Store::open("sqlite://target/doc-store.db")?;
-    /// let q = store.queue::<String>("mail", 5)?;
-    /// assert_eq!(q.name(), "mail");
-    /// # Ok::<(), mvstm::durable::Error>(())
-    /// ```
-    pub fn queue<T: Serialize + DeserializeOwned>(
-        &self,
-        name: &str,
-        max_attempts: u32,
-    ) -> Result<Queue<T>> {
-        check_name("queue name", name)?;
-        if max_attempts == 0 {
-            return Err(Error::invalid(
-                "max_attempts",
-                "0",
-                "a command needs at least one attempt",
-            ));
-        }
-        Ok(Queue::new(self.clone(), name.to_string(), max_attempts))
-    }
-
-    /// The locks shared by every process that opens this database.
-    ///
-    /// ```
-    /// use mvstm::durable::{Store, Wait};
-    /// use std::time::Duration;
-    /// let store = Store::open("sqlite://target/doc-store.db")?;
-    /// let guard = store.locks()?.lock(&["printer"], "me", &[], Wait::NoWait, Duration::from_secs(5))?;
-    /// guard.release()?;
-    /// # Ok::<(), mvstm::durable::Error>(())
-    /// ```
-    pub fn locks(&self) -> Result<Locks> {
-        Ok(Locks::new(self.clone()))
     }
 
     /// Run `f` in one database transaction (serializable) and commit it; roll back if `f`

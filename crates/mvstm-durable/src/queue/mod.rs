@@ -53,7 +53,7 @@ pub use outcome::{DeadLetter, Delivery, Outcome, OutcomeKind};
 use crate::db::{Begin, Db};
 use crate::error::{Error, Result};
 use crate::records::encode;
-use crate::store::Store;
+use crate::store::{check_name, Store};
 use claim::Claim;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -101,6 +101,39 @@ pub struct Queue<T> {
     /// name, which the queue's lease cannot tell apart, so they run one after the other.
     busy: Mutex<()>,
     _commands: PhantomData<fn(T) -> T>,
+}
+
+// Opened from a `Store`; here rather than in `store.rs` (see `records.rs`).
+impl Store {
+    /// The durable command queue `name`, whose commands of type `T` are tried at most
+    /// `max_attempts` times before they are dead-lettered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `name` is empty or contains a NUL character, or if
+    /// `max_attempts` is 0.
+    ///
+    /// ```
+    /// let store = mvstm::durable::Store::open("sqlite://target/doc-store.db")?;
+    /// let q = store.queue::<String>("mail", 5)?;
+    /// assert_eq!(q.name(), "mail");
+    /// # Ok::<(), mvstm::durable::Error>(())
+    /// ```
+    pub fn queue<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        max_attempts: u32,
+    ) -> Result<Queue<T>> {
+        check_name("queue name", name)?;
+        if max_attempts == 0 {
+            return Err(Error::invalid(
+                "max_attempts",
+                "0",
+                "a command needs at least one attempt",
+            ));
+        }
+        Ok(Queue::new(self.clone(), name.to_string(), max_attempts))
+    }
 }
 
 impl<T> fmt::Debug for Queue<T> {
