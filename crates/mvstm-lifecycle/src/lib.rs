@@ -47,6 +47,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "async")]
 mod async_lifecycle;
 mod command;
 mod error;
@@ -55,6 +56,7 @@ mod registry;
 mod state;
 mod trace;
 
+#[cfg(feature = "async")]
 pub use async_lifecycle::{AsyncLifecycle, AsyncService};
 pub use command::{
     CommandQueue, CommandQueueBuilder, DeadLetter, EnqueueError, HandlerError, Outcome,
@@ -62,5 +64,5 @@ pub use command::{
 };
 pub use error::{ClaimError, LifecycleError, WaitTimeout};
 pub use lifecycle::{Claim, Lifecycle, Service, SubscriptionId};
-pub use registry::{Registry, RegistryError};
+pub use registry::{Registrable, Registry, RegistryError};
 pub use state::{Failure, Op, State, Transition};

@@ -163,7 +163,7 @@ pub(crate) struct Inner<S, R> {
 pub(crate) type Subscriber = Arc<dyn Fn(&Transition) + Send + Sync>;
 
 /// A check run by a start's hook just before `Service::start`; `Err` calls the start off.
-pub(crate) type Gate = Box<dyn FnOnce() -> Result<(), String>>;
+pub(crate) type Gate = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// Identifies a subscription, for [`Lifecycle::unsubscribe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -602,6 +602,12 @@ impl<S: Service> Lifecycle<S> {
         }
     }
 
+    /// The state machine, for the registry's type-erased entries (its async calls).
+    #[cfg(feature = "async")]
+    pub(crate) fn inner(&self) -> &Arc<Inner<S, S::Running>> {
+        &self.inner
+    }
+
     /// Claim `op` in `tx`, or say why not without aborting; `gate` runs before a start.
     pub(crate) fn try_claim(
         &self,
@@ -617,7 +623,7 @@ impl<S: Service> Lifecycle<S> {
         let (inner, slot) = (Arc::clone(&self.inner), Arc::clone(&outcome));
         tx.after_commit(move || {
             let panics = PanicSlot::default();
-            let settle = Settle::new(&inner, Arc::clone(&panics));
+            let settle = Settle::new(Arc::clone(&inner), Arc::clone(&panics));
             let result = match path {
                 Path::Start => inner.start_claimed(settle, gate),
                 Path::Stop { then_start } => inner.stop_claimed(settle, then_start, gate),
@@ -892,9 +898,9 @@ impl<S: Send + Sync + 'static, R: Send + 'static> Inner<S, R> {
 
 impl<S: Service> Inner<S, S::Running> {
     /// The hook of a start claim: the state is `Starting` and `settle` owns it.
-    fn start_claimed(
+    pub(crate) fn start_claimed(
         self: &Arc<Self>,
-        mut settle: Settle<'_, S, S::Running>,
+        mut settle: Settle<S, S::Running>,
         gate: Option<Gate>,
     ) -> Outcome<S> {
         settle.reached(interrupted(Op::Start));
@@ -920,9 +926,9 @@ impl<S: Service> Inner<S, S::Running> {
     }
 
     /// The hook of a stop (or restart) claim: the state is `Stopping` and `settle` owns it.
-    fn stop_claimed(
+    pub(crate) fn stop_claimed(
         self: &Arc<Self>,
-        mut settle: Settle<'_, S, S::Running>,
+        mut settle: Settle<S, S::Running>,
         then_start: bool,
         gate: Option<Gate>,
     ) -> Outcome<S> {
@@ -978,14 +984,14 @@ pub(crate) type PanicSlot = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
 /// Owns a claim from its commit until its outcome is recorded, which happens when it is dropped,
 /// whatever path leaves the hook: the state it was last told the operation reached, or `Failed`
 /// if a panic came first. Recording never panics: subscribers' panics go to `panics`.
-pub(crate) struct Settle<'a, S: Send + Sync + 'static, R: Send + 'static> {
-    inner: &'a Arc<Inner<S, R>>,
+pub(crate) struct Settle<S: Send + Sync + 'static, R: Send + 'static> {
+    inner: Arc<Inner<S, R>>,
     to: State,
     panics: PanicSlot,
 }
 
-impl<'a, S: Send + Sync + 'static, R: Send + 'static> Settle<'a, S, R> {
-    pub(crate) fn new(inner: &'a Arc<Inner<S, R>>, panics: PanicSlot) -> Settle<'a, S, R> {
+impl<S: Send + Sync + 'static, R: Send + 'static> Settle<S, R> {
+    pub(crate) fn new(inner: Arc<Inner<S, R>>, panics: PanicSlot) -> Settle<S, R> {
         Settle {
             inner,
             to: interrupted(Op::Start),
@@ -1038,7 +1044,7 @@ impl<'a, S: Send + Sync + 'static, R: Send + 'static> Settle<'a, S, R> {
     }
 }
 
-impl<S: Send + Sync + 'static, R: Send + 'static> Drop for Settle<'_, S, R> {
+impl<S: Send + Sync + 'static, R: Send + 'static> Drop for Settle<S, R> {
     fn drop(&mut self) {
         self.record(self.to.clone());
     }
