@@ -458,7 +458,6 @@ impl<S: AsyncService> AsyncLifecycle<S> {
         }
         result
     }
-
 }
 
 impl<S: AsyncService> Inner<S, S::Running> {

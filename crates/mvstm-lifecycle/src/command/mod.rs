@@ -1,0 +1,71 @@
+//! `CommandQueue`: commands as plain data, handled one at a time by a processor service, with
+//! bounded retries, a dead-letter list and an outcome log.
+//!
+//! # Exactly once, or dead-lettered
+//!
+//! The processor *peeks* the head command, then runs its handler inside a transaction that also
+//! *pops* it. A handler that succeeds commits its state changes and the dequeue together; one
+//! that fails (aborts with a [`HandlerError`] or panics) rolls both back, and a second
+//! transaction moves the command to the back of the queue with its attempt count raised, or
+//! into the dead-letter list once `max_attempts` attempts failed. A command is never lost and a
+//! handler's effects are never applied twice. Side effects belong in the handler's commit
+//! hooks, which run only for the attempt that commits.
+//!
+//! The outcome of each attempt is appended to the log by an `on_commit` hook registered last,
+//! so it is in the log before the dequeue becomes visible: once [`CommandQueue::wait_idle`]
+//! sees an empty queue, every outcome is in the log.
+//!
+//! One processor thread runs every handler, so handlers never race each other; the processor is
+//! a [`Service`] under one [`Lifecycle`], so it never runs twice.
+
+mod handling;
+mod outcome;
+mod processor;
+mod queue;
+
+pub use outcome::{DeadLetter, EnqueueError, HandlerError, Outcome, OutcomeKind, Stats};
+pub use processor::{Processor, ProcessorError, RunningProcessor};
+pub use queue::{CommandQueue, CommandQueueBuilder};
+
+use mvstm_collections::TBQueue;
+use mvstm_core::{StmResult, TVar, Txn};
+use parking_lot::Mutex;
+use std::any::{Any, TypeId};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+struct Shared {
+    queue: TBQueue<Job>,
+    dead: TVar<Arc<Vec<Job>>>,
+    handlers: HashMap<TypeId, Handler>,
+    max_attempts: u32,
+    log: Mutex<Log>,
+    log_capacity: usize,
+    next_id: AtomicU64,
+}
+
+type Handler = Box<dyn Fn(&mut Txn, &(dyn Any + Send)) -> StmResult<()> + Send + Sync>;
+
+/// A command in the queue: shared, so the transactional queue can clone it, and taken out only
+/// by whoever removes it for good (`take_dead_letters`, or a failed enqueue).
+#[derive(Clone)]
+struct Job {
+    envelope: Arc<Envelope>,
+    /// Attempts that failed so far.
+    failed: u32,
+    last_error: Option<Arc<str>>,
+}
+
+struct Envelope {
+    id: u64,
+    command_type: &'static str,
+    type_id: TypeId,
+    command: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+#[derive(Default)]
+struct Log {
+    recent: VecDeque<Outcome>,
+    stats: Stats,
+}
