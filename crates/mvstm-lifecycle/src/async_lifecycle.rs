@@ -528,7 +528,7 @@ fn cancelled(op: Op) -> State {
 
 /// Await `future`, catching a panic of its polls as `Err(payload)` (`catch_unwind` for a
 /// future).
-async fn catch_unwind_future<F: Future>(future: F) -> std::thread::Result<F::Output> {
+pub(crate) async fn catch_unwind_future<F: Future>(future: F) -> std::thread::Result<F::Output> {
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(move |cx| {
         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {

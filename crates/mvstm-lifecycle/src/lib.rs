@@ -58,6 +58,8 @@ mod trace;
 
 #[cfg(feature = "async")]
 pub use async_lifecycle::{AsyncLifecycle, AsyncService};
+#[cfg(feature = "async")]
+pub use command::{AsyncProcessor, RunningAsyncProcessor};
 pub use command::{
     CommandQueue, CommandQueueBuilder, DeadLetter, EnqueueError, HandlerError, Outcome,
     OutcomeKind, Processor, ProcessorError, RunningProcessor, Stats,

@@ -18,11 +18,15 @@
 //! One processor thread runs every handler, so handlers never race each other; the processor is
 //! a [`Service`] under one [`Lifecycle`], so it never runs twice.
 
+#[cfg(feature = "async")]
+mod async_processor;
 mod handling;
 mod outcome;
 mod processor;
 mod queue;
 
+#[cfg(feature = "async")]
+pub use async_processor::{AsyncProcessor, RunningAsyncProcessor};
 pub use outcome::{DeadLetter, EnqueueError, HandlerError, Outcome, OutcomeKind, Stats};
 pub use processor::{Processor, ProcessorError, RunningProcessor};
 pub use queue::{CommandQueue, CommandQueueBuilder};
@@ -43,9 +47,55 @@ struct Shared {
     log: Mutex<Log>,
     log_capacity: usize,
     next_id: AtomicU64,
+    /// Whether a processor (thread or task) is handling commands: taken by a processor before
+    /// its first command, given back when it ends, so handlers never overlap even when both
+    /// kinds of processor were started, or a stopped one is still finishing its last handler.
+    seated: TVar<bool>,
+    /// Spawns the async processor's task (`CommandQueueBuilder::spawner`).
+    #[cfg(feature = "async")]
+    spawner: Option<Spawner>,
 }
 
-type Handler = Box<dyn Fn(&mut Txn, &(dyn Any + Send)) -> StmResult<()> + Send + Sync>;
+/// A handler, with the command's type erased (it is downcast back by the handler's wrapper).
+enum Handler {
+    /// Runs inside the transaction that dequeues the command.
+    Sync(SyncHandler),
+    /// Makes the future of one attempt from a clone of the command.
+    #[cfg(feature = "async")]
+    Async(AsyncHandler),
+}
+
+type SyncHandler = Box<dyn Fn(&mut Txn, &(dyn Any + Send)) -> StmResult<()> + Send + Sync>;
+
+#[cfg(feature = "async")]
+type AsyncHandler = Box<dyn Fn(&(dyn Any + Send)) -> HandlerFuture + Send + Sync>;
+
+/// One attempt of an async handler.
+#[cfg(feature = "async")]
+type HandlerFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), outcome::HandlerError>> + Send + 'static>,
+>;
+
+/// What `CommandQueueBuilder::spawner` stores: hands the async processor's task to an executor.
+#[cfg(feature = "async")]
+type Spawner = Box<dyn Fn(ProcessorTask) + Send + Sync>;
+
+/// The async processor's task, as a spawner receives it.
+#[cfg(feature = "async")]
+type ProcessorTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+impl Shared {
+    /// Whether some handler is async, which only the async processor can run.
+    fn has_async_handlers(&self) -> bool {
+        #[cfg(feature = "async")]
+        return self
+            .handlers
+            .values()
+            .any(|handler| matches!(handler, Handler::Async(_)));
+        #[cfg(not(feature = "async"))]
+        false
+    }
+}
 
 /// A command in the queue: shared, so the transactional queue can clone it, and taken out only
 /// by whoever removes it for good (`take_dead_letters`, or a failed enqueue).
