@@ -388,3 +388,33 @@ fn a_subscriber_panic_is_raised_after_the_outcome_is_recorded() {
     // The outcome was recorded first: db runs, nothing is left claimed.
     assert_eq!(registry.state("db").unwrap(), State::Running);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waits_for_a_blocking_service_that_a_thread_starts() {
+    let Chain {
+        registry, starts, ..
+    } = chain();
+    let disk = Lifecycle::new(Blocking {
+        name: "scratch",
+        starts: starts.clone(),
+    });
+    registry.register("scratch", disk.clone(), &[]).unwrap();
+    let waiter = {
+        let disk = disk.clone();
+        tokio::spawn(async move {
+            disk.wait_for_async(|s| *s == State::Running, common::LIMIT)
+                .await
+        })
+    };
+    let starter = {
+        let registry = registry.clone();
+        spawn_reporting(move || registry.start("scratch"))
+    };
+    assert_eq!(waiter.await.unwrap(), Ok(State::Running));
+    finish(&starter, "start scratch").unwrap();
+    // Nothing stops it: the wait gives up without blocking a worker, and says where it is.
+    let gave_up = disk
+        .wait_for_async(|s| *s == State::Stopped, Duration::from_millis(10))
+        .await;
+    assert_eq!(gave_up.unwrap_err().last, State::Running);
+}

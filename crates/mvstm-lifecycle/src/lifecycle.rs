@@ -670,6 +670,40 @@ impl<S: Service> Lifecycle<S> {
         atomically(|tx| self.inner.wait_for(tx, &predicate, timeout))
     }
 
+    /// [`wait_for`](Lifecycle::wait_for) as a future: waits until `predicate` holds for the
+    /// state without blocking a thread (an async `retry` on the state TVar), for at most
+    /// `timeout`, on any executor; dropping it withdraws the wait. For a task that watches a
+    /// blocking service which threads start and stop.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use std::time::Duration;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// let starter = {
+    ///     let service = service.clone();
+    ///     std::thread::spawn(move || service.start().unwrap())
+    /// };
+    /// let running = service.wait_for_async(|s| *s == State::Running, Duration::from_secs(10));
+    /// assert_eq!(futures::executor::block_on(running), Ok(State::Running));
+    /// starter.join().unwrap();
+    /// ```
+    #[cfg(feature = "async")]
+    pub fn wait_for_async<'a>(
+        &'a self,
+        predicate: impl Fn(&State) -> bool + 'a,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<State, WaitTimeout>> + 'a {
+        let inner = &self.inner;
+        mvstm_core::atomically_async(move |tx| inner.wait_for(tx, &predicate, timeout))
+    }
+
     /// Call `subscriber` with every transition committed from now on, from the `after_commit`
     /// hook of the transaction that made it (on that thread, with no lock held).
     ///
