@@ -13,8 +13,15 @@
 //!
 //! On top: [`Registry`], named services with dependencies, and [`CommandQueue`], commands
 //! handled serially by a processor service with bounded retries and a dead-letter list.
-//! [`AsyncLifecycle`] runs the same protocol for an [`AsyncService`], whose `start` and `stop`
-//! are async, on any executor.
+//!
+//! With the `async` feature (on by default), each has an async face that runs on any executor
+//! (this crate depends on none): `AsyncLifecycle` runs the same protocol for an `AsyncService`,
+//! whose `start` and `stop` are async; a `Registry` holds blocking and async services alike and
+//! starts and stops them with `start_async`, `stop_async`, `restart_async` and
+//! `start_with_deps_async`; a `CommandQueue` takes async handlers (`handler_async`), runs them
+//! and its blocking ones in an `AsyncProcessor` task spawned by the executor you give it, and
+//! has `enqueue_async` and `wait_idle_async`. Every future is `Send`, and dropping one midway
+//! leaves nothing claimed or stuck (each call's documentation says what is recorded).
 //!
 //! ```
 //! use mvstm::lifecycle::{Lifecycle, Service, State};
