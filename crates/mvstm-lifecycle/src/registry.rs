@@ -41,6 +41,10 @@ use std::sync::Arc;
 
 /// Named services with dependencies.
 ///
+/// It holds [`Lifecycle`]s and, with the `async` feature, [`AsyncLifecycle`]s, side by side: the
+/// blocking calls (`start`, `stop`, ...) run blocking services, and the async calls
+/// ([`start_async`](Registry::start_async), ...) run both kinds from a task.
+///
 /// ```
 /// use mvstm::lifecycle::{Lifecycle, Registry, RegistryError, Service, State};
 /// struct Noop;
@@ -102,15 +106,19 @@ pub trait Registrable: sealed::Sealed {}
 mod sealed {
     /// What the registry needs from a lifecycle; implemented for the crate's two lifecycles.
     pub trait Sealed {
-        /// The lifecycle as a type-erased registry entry.
-        fn into_managed(self) -> std::sync::Arc<dyn super::Managed>;
+        /// The lifecycle as a type-erased registry entry. Only this crate can make the token,
+        /// so only the registry can call it (a bound `L: Registrable` makes it callable).
+        fn into_managed(self, _: Token) -> std::sync::Arc<dyn super::Managed>;
     }
+
+    /// The registry's permission to call `into_managed`.
+    pub struct Token(pub(super) ());
 }
 
 impl<S: Service> Registrable for Lifecycle<S> {}
 
 impl<S: Service> sealed::Sealed for Lifecycle<S> {
-    fn into_managed(self) -> Arc<dyn Managed> {
+    fn into_managed(self, _: sealed::Token) -> Arc<dyn Managed> {
         Arc::new(self)
     }
 }
@@ -120,7 +128,7 @@ impl<S: AsyncService> Registrable for AsyncLifecycle<S> {}
 
 #[cfg(feature = "async")]
 impl<S: AsyncService> sealed::Sealed for AsyncLifecycle<S> {
-    fn into_managed(self) -> Arc<dyn Managed> {
+    fn into_managed(self, _: sealed::Token) -> Arc<dyn Managed> {
         Arc::new(self)
     }
 }
@@ -423,7 +431,7 @@ impl Registry {
         requires: &[&str],
     ) -> Result<(), RegistryError> {
         let entry = Arc::new(Entry {
-            service: lifecycle.into_managed(),
+            service: lifecycle.into_managed(sealed::Token(())),
             requires: requires.iter().map(|r| r.to_string()).collect(),
         });
         try_atomically(|tx| {

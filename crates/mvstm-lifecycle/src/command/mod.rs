@@ -15,8 +15,26 @@
 //! so it is in the log before the dequeue becomes visible: once [`CommandQueue::wait_idle`]
 //! sees an empty queue, every outcome is in the log.
 //!
-//! One processor thread runs every handler, so handlers never race each other; the processor is
-//! a [`Service`] under one [`Lifecycle`], so it never runs twice.
+//! One processor runs every handler, so handlers never race each other; the processor is a
+//! `Service` under one `Lifecycle`, so it never runs twice.
+//!
+//! # Async handlers and the async processor (feature `async`)
+//!
+//! An async handler cannot run inside a transaction (a body cannot await), so its attempt is:
+//! await the handler on a clone of the command, then, in the same poll, dequeue and log it in a
+//! transaction of its own if it returned `Ok`, or take the failure path above. Its effects are
+//! therefore not rolled back by a failure, and a processor dropped mid-handler leaves the
+//! command at the head to run again: at least once for its effects, exactly once for its
+//! outcome. Async handlers run in the `AsyncProcessor`, a task spawned by the builder's
+//! spawner, which runs blocking handlers too (in `try_atomically_async`).
+//!
+//! Both kinds of processor take the queue's *seat* (the `seated` TVar) before their first
+//! command and give it back when they end, however they end, so two processors (a thread and a
+//! task, or a stopped task still finishing its last handler and a new one) never handle at once.
+//!
+//! Files: `queue.rs` (the API and the builder), `outcome.rs` (what is reported), `handling.rs`
+//! (one attempt, the retry-or-dead-letter policy, the seat), `processor.rs` (the thread),
+//! `async_processor.rs` (the task).
 
 #[cfg(feature = "async")]
 mod async_processor;
