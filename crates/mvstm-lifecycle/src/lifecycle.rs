@@ -1017,7 +1017,9 @@ pub(crate) type PanicSlot = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
 
 /// Owns a claim from its commit until its outcome is recorded, which happens when it is dropped,
 /// whatever path leaves the hook: the state it was last told the operation reached, or `Failed`
-/// if a panic came first. Recording never panics: subscribers' panics go to `panics`.
+/// if a panic came first. Recording never panics: subscribers' panics go to `panics`. It holds
+/// the state machine by `Arc`, so an async caller can keep it in a `'static` future (the
+/// registry's deferred claims).
 pub(crate) struct Settle<S: Send + Sync + 'static, R: Send + 'static> {
     inner: Arc<Inner<S, R>>,
     to: State,
