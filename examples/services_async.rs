@@ -3,10 +3,12 @@
 //! another, no failure or cancellation leaves a service stuck, and every reply tells the truth.
 //!
 //! Clients send one command per line and get one line back: `start <service>`,
-//! `stop <service>`, `restart <service>`, `status`. Two services are managed: `http` (answers
-//! `GET /`) and `echo` (echoes lines); the admin server is itself a service under an
-//! `AsyncLifecycle`. Every start and stop is async (a tokio listener, an accept task, a
-//! graceful shutdown that waits for the connections); no thread blocks in the lifecycle.
+//! `stop <service>`, `restart <service>`, `status`. Two services are managed, by name, in a
+//! `Registry` of async services: `http` (answers `GET /`) and `echo` (echoes lines); the admin
+//! server is itself a service under an `AsyncLifecycle`. Every start and stop is async (a tokio
+//! listener, an accept task, a graceful shutdown that waits for the connections), and the admin
+//! commands use the registry's async calls (`start_async`, `stop_async`, `restart_async`): no
+//! thread blocks in the lifecycle.
 //!
 //! The example drives itself:
 //! 1. a scripted client starts both services (while a task `wait_for`s http to run), makes an
@@ -17,7 +19,7 @@
 //!
 //! Run with `cargo run --release --example services_async`.
 
-use mvstm::lifecycle::{AsyncLifecycle, AsyncService, LifecycleError, State};
+use mvstm::lifecycle::{AsyncLifecycle, AsyncService, Registry, RegistryError, State};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
@@ -158,8 +160,14 @@ async fn serve(kind: Kind, stream: TcpStream) -> io::Result<()> {
     }
 }
 
-/// The services the admin protocol drives, set once in `main`.
-static SERVICES: OnceLock<BTreeMap<&'static str, AsyncLifecycle<TcpService>>> = OnceLock::new();
+/// The services the admin protocol drives, set once in `main`: the registry the commands go
+/// through, and a handle on each lifecycle to read its address and counts.
+struct Managed {
+    registry: Registry,
+    handles: BTreeMap<&'static str, AsyncLifecycle<TcpService>>,
+}
+
+static SERVICES: OnceLock<Managed> = OnceLock::new();
 
 /// One admin command. Boxed, with its `Send` spelled out: the admin service's own start spawns
 /// the task that calls this, which starts services of the same type, and the compiler cannot
@@ -173,11 +181,13 @@ async fn admin_reply(line: &str) -> String {
     let words: Vec<&str> = line.split_whitespace().collect();
     let (verb, name) = match words.as_slice() {
         ["status"] => {
+            // One consistent snapshot of every state, from the registry.
             let parts: Vec<String> = services
-                .iter()
-                .map(|(name, lc)| {
-                    let state = lc.state();
-                    let at = lc
+                .registry
+                .status()
+                .into_iter()
+                .map(|(name, state)| {
+                    let at = services.handles[name.as_str()]
                         .service()
                         .addr()
                         .filter(|_| state == State::Running)
@@ -202,13 +212,12 @@ async fn admin_reply(line: &str) -> String {
             )
         }
     };
-    let Some(service) = services.get(name) else {
-        return format!("error: no service named `{name}`");
-    };
-    let outcome: Result<(), LifecycleError<io::Error>> = match verb {
-        "start" => service.start().await,
-        "stop" => service.stop().await,
-        _ => service.restart().await,
+    // An unknown name, a refused claim and a failed start all come back as a RegistryError.
+    let registry = &services.registry;
+    let outcome: Result<(), RegistryError> = match verb {
+        "start" => registry.start_async(name).await,
+        "stop" => registry.stop_async(name).await,
+        _ => registry.restart_async(name).await,
     };
     let done = match verb {
         "start" => "started",
@@ -285,8 +294,14 @@ fn counts(
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let http = AsyncLifecycle::new(TcpService::new("http", Kind::Http));
     let echo = AsyncLifecycle::new(TcpService::new("echo", Kind::Echo));
-    let services =
-        SERVICES.get_or_init(|| BTreeMap::from([("http", http.clone()), ("echo", echo.clone())]));
+    let registry = Registry::new();
+    registry.register("http", http.clone(), &[])?;
+    registry.register("echo", echo.clone(), &[])?;
+    let managed = SERVICES.get_or_init(|| Managed {
+        registry,
+        handles: BTreeMap::from([("http", http.clone()), ("echo", echo.clone())]),
+    });
+    let services = &managed.handles;
 
     let admin = AsyncLifecycle::new(TcpService::new("admin", Kind::Admin));
     admin.start().await?;
@@ -434,14 +449,13 @@ pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(client);
     admin.stop().await?;
-    assert!(services
-        .values()
-        .all(|lc| matches!(lc.state(), State::Stopped)));
+    let status = managed.registry.status();
+    assert!(status.iter().all(|(_, state)| *state == State::Stopped));
     println!(
         "admin port closed; {}",
-        services
+        status
             .iter()
-            .map(|(n, lc)| format!("{n}={}", lc.state()))
+            .map(|(n, state)| format!("{n}={state}"))
             .collect::<Vec<_>>()
             .join(" ")
     );

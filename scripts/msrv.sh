@@ -59,7 +59,7 @@ check() {
 check mvstm-core
 check mvstm-collections
 check mvstm-lifecycle --all-features
-check mvstm --features collections,lifecycle,serde,tracing
+check mvstm --features collections,lifecycle,async,serde,tracing
 check mvstm-durable
 
 echo "-- clippy::incompatible_msrv over the crates' code"

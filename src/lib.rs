@@ -16,12 +16,14 @@
 //!   `TPriorityQueue`, `TMVar`, `TSemaphore`, `LockTable` and `Versioned` records, composable
 //!   inside one transaction.
 //! - [`lifecycle`]: services started and stopped from concurrent requests (`Lifecycle`), a
-//!   `Registry` with dependencies, and a `CommandQueue`.
+//!   `Registry` with dependencies, and a `CommandQueue`; with async faces (`AsyncLifecycle`,
+//!   the `*_async` calls) for code on an executor.
 //! - [`stats()`] and [`stats`](mod@stats): counters of commits, re-runs by cause and time
 //!   blocked, and the TVars that conflict most.
 //!
-//! Cargo features: `collections` and `lifecycle` (on by default), `serde` and `tracing` (for
-//! the lifecycle), `durable`; with `default-features = false` only the engine is built.
+//! Cargo features: `collections`, `lifecycle` and `async` (on by default; `async` adds the
+//! lifecycle's async faces), `serde` and `tracing` (for the lifecycle), `durable`; with
+//! `default-features = false` only the engine is built, `atomically_async` included.
 //!
 //! # A short tour
 //!
@@ -279,6 +281,30 @@ pub mod lifecycle {
     //! On top: [`Registry`], named services with dependencies, and [`CommandQueue`], commands
     //! handled serially with bounded retries and a dead-letter list. Protocol, failure table and
     //! figures: [docs/lifecycle.md](https://github.com/mvstm/mvstm/blob/main/docs/lifecycle.md).
+    //!
+    //! With the `async` feature (on by default), each has an async face that works on any
+    //! executor: `AsyncLifecycle` for services whose `start`/`stop` are async, the registry's
+    //! `start_async`/`stop_async`/`restart_async`/`start_with_deps_async` (for blocking and
+    //! async services in one registry), and the command queue's `handler_async`,
+    //! `async_processor`, `enqueue_async` and `wait_idle_async`
+    //! ([docs/async.md](https://github.com/mvstm/mvstm/blob/main/docs/async.md)).
+    //!
+    //! ```
+    //! # #[cfg(feature = "async")] {
+    //! use mvstm::lifecycle::{AsyncLifecycle, AsyncService, Registry, State};
+    //! struct Http;
+    //! impl AsyncService for Http {
+    //!     type Running = ();
+    //!     type Error = std::io::Error;
+    //!     async fn start(&self) -> std::io::Result<()> { Ok(()) } // bind, spawn the accept loop
+    //!     async fn stop(&self, _: ()) -> std::io::Result<()> { Ok(()) }
+    //! }
+    //! let registry = Registry::new();
+    //! registry.register("http", AsyncLifecycle::new(Http), &[]).unwrap();
+    //! futures::executor::block_on(registry.start_async("http")).unwrap(); // or on tokio
+    //! assert_eq!(registry.state("http").unwrap(), State::Running);
+    //! # }
+    //! ```
 
     #[doc(inline)]
     pub use mvstm_lifecycle::*;
@@ -315,7 +341,12 @@ pub mod durable {
 
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
 #[doc = include_str!("../README.md")]
-#[cfg(all(doctest, feature = "collections", feature = "lifecycle"))]
+#[cfg(all(
+    doctest,
+    feature = "collections",
+    feature = "lifecycle",
+    feature = "async"
+))]
 pub struct ReadmeDoctests;
 
 /// The Rust code in `docs/observability.md`, compiled and run as doctests.
@@ -330,5 +361,5 @@ pub struct LifecycleDocDoctests;
 
 /// The Rust code in `docs/async.md`, compiled and run as doctests.
 #[doc = include_str!("../docs/async.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "lifecycle", feature = "async"))]
 pub struct AsyncDocDoctests;

@@ -25,7 +25,7 @@
 //! closed by its drop).
 
 use crate::error::{ClaimError, LifecycleError, WaitTimeout};
-use crate::lifecycle::{failed, Inner, PanicSlot, Path, Settle, SubscriptionId};
+use crate::lifecycle::{failed, Gate, Inner, PanicSlot, Path, Settle, SubscriptionId};
 use crate::state::{Op, State, Transition};
 use mvstm_core::{atomically_async, try_atomically, StmResult, Txn};
 use std::fmt;
@@ -430,6 +430,11 @@ impl<S: AsyncService> AsyncLifecycle<S> {
         self.inner.history()
     }
 
+    /// The state machine, for the registry's type-erased entries.
+    pub(crate) fn inner(&self) -> &Arc<Inner<S, S::Running>> {
+        &self.inner
+    }
+
     /// Claim `op`, act, record: the protocol of the module docs.
     async fn run(&self, op: Op) -> Outcome<S> {
         // Subscribers' panics at the claim's commit and at the records: held until the outcome
@@ -442,10 +447,10 @@ impl<S: AsyncService> AsyncLifecycle<S> {
             }
         })?;
         // The claim committed and this future owns it; no await before the guard exists.
-        let settle = Settle::new(&self.inner, Arc::clone(&panics));
+        let settle = Settle::new(Arc::clone(&self.inner), Arc::clone(&panics));
         let result = match path {
-            Path::Start => self.start_claimed(settle).await,
-            Path::Stop { then_start } => self.stop_claimed(settle, then_start).await,
+            Path::Start => self.inner.start_claimed_async(settle, None).await,
+            Path::Stop { then_start } => self.inner.stop_claimed_async(settle, then_start).await,
         };
         let panic = panics.lock().take();
         if let Some(panic) = panic {
@@ -453,14 +458,27 @@ impl<S: AsyncService> AsyncLifecycle<S> {
         }
         result
     }
+}
 
-    /// Step 2 of a start: the state is `Starting` and `settle` owns it.
-    async fn start_claimed(&self, mut settle: Settle<'_, S, S::Running>) -> Outcome<S> {
+impl<S: AsyncService> Inner<S, S::Running> {
+    /// Step 2 of a start: the state is `Starting` and `settle` owns it. `gate` (a registry's
+    /// check that the requirements run) may call the start off before the service is awaited.
+    pub(crate) async fn start_claimed_async(
+        &self,
+        mut settle: Settle<S, S::Running>,
+        gate: Option<Gate>,
+    ) -> Outcome<S> {
+        if let Some(gate) = gate {
+            if let Err(reason) = gate() {
+                settle.reached(State::Stopped);
+                return Err(LifecycleError::Cancelled(reason));
+            }
+        }
         settle.reached(cancelled(Op::Start));
-        match catch_unwind_future(self.inner.service.start()).await {
+        match catch_unwind_future(self.service.start()).await {
             // No await from here to the record: the instance is never lost to a drop.
             Ok(Ok(running)) => {
-                *self.inner.running.lock() = Some(running);
+                *self.running.lock() = Some(running);
                 settle.reached(State::Running);
                 Ok(())
             }
@@ -470,31 +488,31 @@ impl<S: AsyncService> AsyncLifecycle<S> {
     }
 
     /// Step 2 of a stop or restart: the state is `Stopping` and `settle` owns it.
-    async fn stop_claimed(
+    pub(crate) async fn stop_claimed_async(
         &self,
-        mut settle: Settle<'_, S, S::Running>,
+        mut settle: Settle<S, S::Running>,
         then_start: bool,
     ) -> Outcome<S> {
         settle.reached(cancelled(Op::Stop));
         let running = self
-            .inner
             .running
             .lock()
             .take()
             .expect("mvstm-lifecycle: a running service without its instance (a bug)");
-        match catch_unwind_future(self.inner.service.stop(running)).await {
-            Ok(Ok(())) if then_start => {
-                // Hand the claim straight to the start, the same guard still armed.
-                settle.record(State::Starting);
-                self.start_claimed(settle).await
-            }
-            Ok(Ok(())) => {
-                settle.reached(State::Stopped);
-                Ok(())
-            }
-            Ok(Err(error)) => Err(settle.failed(Op::Stop, error)),
-            Err(panic) => Err(settle.panicked(Op::Stop, &*panic)),
+        // The stop's result is consumed before the restart's await: a future holding a
+        // `S::Error` across an await would not be `Send` unless `S::Error` is.
+        match catch_unwind_future(self.service.stop(running)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(settle.failed(Op::Stop, error)),
+            Err(panic) => return Err(settle.panicked(Op::Stop, &*panic)),
         }
+        if then_start {
+            // Hand the claim straight to the start, the same guard still armed.
+            settle.record(State::Starting);
+            return self.start_claimed_async(settle, None).await;
+        }
+        settle.reached(State::Stopped);
+        Ok(())
     }
 }
 
@@ -510,7 +528,7 @@ fn cancelled(op: Op) -> State {
 
 /// Await `future`, catching a panic of its polls as `Err(payload)` (`catch_unwind` for a
 /// future).
-async fn catch_unwind_future<F: Future>(future: F) -> std::thread::Result<F::Output> {
+pub(crate) async fn catch_unwind_future<F: Future>(future: F) -> std::thread::Result<F::Output> {
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(move |cx| {
         match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {

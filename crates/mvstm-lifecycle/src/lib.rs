@@ -13,8 +13,15 @@
 //!
 //! On top: [`Registry`], named services with dependencies, and [`CommandQueue`], commands
 //! handled serially by a processor service with bounded retries and a dead-letter list.
-//! [`AsyncLifecycle`] runs the same protocol for an [`AsyncService`], whose `start` and `stop`
-//! are async, on any executor.
+//!
+//! With the `async` feature (on by default), each has an async face that runs on any executor
+//! (this crate depends on none): `AsyncLifecycle` runs the same protocol for an `AsyncService`,
+//! whose `start` and `stop` are async; a `Registry` holds blocking and async services alike and
+//! starts and stops them with `start_async`, `stop_async`, `restart_async` and
+//! `start_with_deps_async`; a `CommandQueue` takes async handlers (`handler_async`), runs them
+//! and its blocking ones in an `AsyncProcessor` task spawned by the executor you give it, and
+//! has `enqueue_async` and `wait_idle_async`. Every future is `Send`, and dropping one midway
+//! leaves nothing claimed or stuck (each call's documentation says what is recorded).
 //!
 //! ```
 //! use mvstm::lifecycle::{Lifecycle, Service, State};
@@ -47,6 +54,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "async")]
 mod async_lifecycle;
 mod command;
 mod error;
@@ -55,12 +63,15 @@ mod registry;
 mod state;
 mod trace;
 
+#[cfg(feature = "async")]
 pub use async_lifecycle::{AsyncLifecycle, AsyncService};
+#[cfg(feature = "async")]
+pub use command::{AsyncProcessor, RunningAsyncProcessor};
 pub use command::{
     CommandQueue, CommandQueueBuilder, DeadLetter, EnqueueError, HandlerError, Outcome,
     OutcomeKind, Processor, ProcessorError, RunningProcessor, Stats,
 };
 pub use error::{ClaimError, LifecycleError, WaitTimeout};
 pub use lifecycle::{Claim, Lifecycle, Service, SubscriptionId};
-pub use registry::{Registry, RegistryError};
+pub use registry::{Registrable, Registry, RegistryError};
 pub use state::{Failure, Op, State, Transition};

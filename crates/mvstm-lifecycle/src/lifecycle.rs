@@ -163,7 +163,7 @@ pub(crate) struct Inner<S, R> {
 pub(crate) type Subscriber = Arc<dyn Fn(&Transition) + Send + Sync>;
 
 /// A check run by a start's hook just before `Service::start`; `Err` calls the start off.
-pub(crate) type Gate = Box<dyn FnOnce() -> Result<(), String>>;
+pub(crate) type Gate = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// Identifies a subscription, for [`Lifecycle::unsubscribe`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -602,6 +602,12 @@ impl<S: Service> Lifecycle<S> {
         }
     }
 
+    /// The state machine, for the registry's type-erased entries (its async calls).
+    #[cfg(feature = "async")]
+    pub(crate) fn inner(&self) -> &Arc<Inner<S, S::Running>> {
+        &self.inner
+    }
+
     /// Claim `op` in `tx`, or say why not without aborting; `gate` runs before a start.
     pub(crate) fn try_claim(
         &self,
@@ -617,7 +623,7 @@ impl<S: Service> Lifecycle<S> {
         let (inner, slot) = (Arc::clone(&self.inner), Arc::clone(&outcome));
         tx.after_commit(move || {
             let panics = PanicSlot::default();
-            let settle = Settle::new(&inner, Arc::clone(&panics));
+            let settle = Settle::new(Arc::clone(&inner), Arc::clone(&panics));
             let result = match path {
                 Path::Start => inner.start_claimed(settle, gate),
                 Path::Stop { then_start } => inner.stop_claimed(settle, then_start, gate),
@@ -662,6 +668,40 @@ impl<S: Service> Lifecycle<S> {
         timeout: Duration,
     ) -> Result<State, WaitTimeout> {
         atomically(|tx| self.inner.wait_for(tx, &predicate, timeout))
+    }
+
+    /// [`wait_for`](Lifecycle::wait_for) as a future: waits until `predicate` holds for the
+    /// state without blocking a thread (an async `retry` on the state TVar), for at most
+    /// `timeout`, on any executor; dropping it withdraws the wait. For a task that watches a
+    /// blocking service which threads start and stop.
+    ///
+    /// ```
+    /// use mvstm::lifecycle::{Lifecycle, Service, State};
+    /// use std::time::Duration;
+    /// struct Noop;
+    /// impl Service for Noop {
+    ///     type Running = ();
+    ///     type Error = String;
+    ///     fn start(&self) -> Result<(), String> { Ok(()) }
+    ///     fn stop(&self, _: ()) -> Result<(), String> { Ok(()) }
+    /// }
+    /// let service = Lifecycle::new(Noop);
+    /// let starter = {
+    ///     let service = service.clone();
+    ///     std::thread::spawn(move || service.start().unwrap())
+    /// };
+    /// let running = service.wait_for_async(|s| *s == State::Running, Duration::from_secs(10));
+    /// assert_eq!(futures::executor::block_on(running), Ok(State::Running));
+    /// starter.join().unwrap();
+    /// ```
+    #[cfg(feature = "async")]
+    pub fn wait_for_async<'a>(
+        &'a self,
+        predicate: impl Fn(&State) -> bool + 'a,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<State, WaitTimeout>> + 'a {
+        let inner = &self.inner;
+        mvstm_core::atomically_async(move |tx| inner.wait_for(tx, &predicate, timeout))
     }
 
     /// Call `subscriber` with every transition committed from now on, from the `after_commit`
@@ -892,9 +932,9 @@ impl<S: Send + Sync + 'static, R: Send + 'static> Inner<S, R> {
 
 impl<S: Service> Inner<S, S::Running> {
     /// The hook of a start claim: the state is `Starting` and `settle` owns it.
-    fn start_claimed(
+    pub(crate) fn start_claimed(
         self: &Arc<Self>,
-        mut settle: Settle<'_, S, S::Running>,
+        mut settle: Settle<S, S::Running>,
         gate: Option<Gate>,
     ) -> Outcome<S> {
         settle.reached(interrupted(Op::Start));
@@ -920,9 +960,9 @@ impl<S: Service> Inner<S, S::Running> {
     }
 
     /// The hook of a stop (or restart) claim: the state is `Stopping` and `settle` owns it.
-    fn stop_claimed(
+    pub(crate) fn stop_claimed(
         self: &Arc<Self>,
-        mut settle: Settle<'_, S, S::Running>,
+        mut settle: Settle<S, S::Running>,
         then_start: bool,
         gate: Option<Gate>,
     ) -> Outcome<S> {
@@ -977,15 +1017,17 @@ pub(crate) type PanicSlot = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
 
 /// Owns a claim from its commit until its outcome is recorded, which happens when it is dropped,
 /// whatever path leaves the hook: the state it was last told the operation reached, or `Failed`
-/// if a panic came first. Recording never panics: subscribers' panics go to `panics`.
-pub(crate) struct Settle<'a, S: Send + Sync + 'static, R: Send + 'static> {
-    inner: &'a Arc<Inner<S, R>>,
+/// if a panic came first. Recording never panics: subscribers' panics go to `panics`. It holds
+/// the state machine by `Arc`, so an async caller can keep it in a `'static` future (the
+/// registry's deferred claims).
+pub(crate) struct Settle<S: Send + Sync + 'static, R: Send + 'static> {
+    inner: Arc<Inner<S, R>>,
     to: State,
     panics: PanicSlot,
 }
 
-impl<'a, S: Send + Sync + 'static, R: Send + 'static> Settle<'a, S, R> {
-    pub(crate) fn new(inner: &'a Arc<Inner<S, R>>, panics: PanicSlot) -> Settle<'a, S, R> {
+impl<S: Send + Sync + 'static, R: Send + 'static> Settle<S, R> {
+    pub(crate) fn new(inner: Arc<Inner<S, R>>, panics: PanicSlot) -> Settle<S, R> {
         Settle {
             inner,
             to: interrupted(Op::Start),
@@ -1038,7 +1080,7 @@ impl<'a, S: Send + Sync + 'static, R: Send + 'static> Settle<'a, S, R> {
     }
 }
 
-impl<S: Send + Sync + 'static, R: Send + 'static> Drop for Settle<'_, S, R> {
+impl<S: Send + Sync + 'static, R: Send + 'static> Drop for Settle<S, R> {
     fn drop(&mut self) {
         self.record(self.to.clone());
     }

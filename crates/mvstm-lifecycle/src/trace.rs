@@ -95,6 +95,34 @@ pub(crate) fn command(id: u64, command: &'static str, attempt: u32) -> Span {
     }
 }
 
+/// `handling`, an async processor's attempt at a command, inside the `command` span (entered
+/// at each poll, not held across an await).
+#[cfg(feature = "async")]
+#[inline]
+pub(crate) fn in_command<F: std::future::Future>(
+    id: u64,
+    command: &'static str,
+    attempt: u32,
+    handling: F,
+) -> impl std::future::Future<Output = F::Output> {
+    #[cfg(feature = "tracing")]
+    {
+        use tracing::Instrument;
+        handling.instrument(tracing::debug_span!(
+            target: "mvstm_lifecycle",
+            "command",
+            id,
+            command,
+            attempt
+        ))
+    }
+    #[cfg(not(feature = "tracing"))]
+    {
+        let _ = (id, command, attempt);
+        handling
+    }
+}
+
 /// How the command's attempt ended (inside its `command` span).
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) enum CommandOutcome<'a> {

@@ -1,6 +1,7 @@
 //! The `tracing` feature: lifecycle transitions, refused claims, the spans around
-//! `Service::start`/`stop`, and command handling reach a subscriber with the documented names,
-//! fields and levels, and the service's own events land inside the operation's span.
+//! `Service::start`/`stop`, and command handling (by the processor thread, and by the async
+//! processor's task across its awaits) reach a subscriber with the documented names, fields and
+//! levels, and the service's and handlers' own events land inside the span.
 #![cfg(feature = "tracing")]
 
 use mvstm_lifecycle::{CommandQueue, HandlerError, Lifecycle, Service};
@@ -26,6 +27,8 @@ struct Seen {
     fields: String,
     /// The names of the spans entered on the emitting thread, outermost first.
     inside: Vec<String>,
+    /// The emitting thread's name (tests run in parallel: each looks at its own threads).
+    thread: Option<String>,
 }
 
 thread_local! {
@@ -76,6 +79,7 @@ impl Subscriber for Collector {
             name,
             fields: fields.0,
             inside: self.inside(),
+            thread: std::thread::current().name().map(str::to_string),
         });
         Id::from_u64(id)
     }
@@ -90,6 +94,7 @@ impl Subscriber for Collector {
             name: event.metadata().target().to_string(),
             fields: fields.0,
             inside: self.inside(),
+            thread: std::thread::current().name().map(str::to_string),
         });
     }
     fn enter(&self, id: &Id) {
@@ -231,6 +236,7 @@ fn command_handling_is_traced_in_a_span_per_attempt() {
         .unwrap()
         .iter()
         .filter(|s| s.kind == "event" && s.inside == ["command"])
+        .filter(|s| s.thread.as_deref() == Some("mvstm-command-processor"))
         .filter(|s| !s.fields.contains("TracedJob-handler"))
         .cloned()
         .collect();
@@ -257,4 +263,81 @@ fn command_handling_is_traced_in_a_span_per_attempt() {
     // The handler's own events are inside the command span.
     let handler = seen_with("TracedJob-handler");
     assert!(!handler.is_empty() && handler.iter().all(|s| s.inside == ["command"]));
+}
+
+#[derive(Clone)]
+struct AwaitedJob(u32);
+
+/// The async processor's attempts get the same span, entered at each poll of the attempt: the
+/// handler's events after an await and the outcome events are inside it.
+#[cfg(feature = "async")]
+#[test]
+fn async_command_handling_is_traced_in_a_span_per_attempt() {
+    const THREAD: &str = "async-processor-under-trace";
+    collect();
+    let queue = CommandQueue::builder()
+        .max_attempts(2)
+        .handler_async(|job: AwaitedJob| async move {
+            // Yield once (waking itself): the span is left and entered again.
+            let mut yielded = false;
+            std::future::poll_fn(|cx| {
+                if std::mem::replace(&mut yielded, true) {
+                    return std::task::Poll::Ready(());
+                }
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await;
+            tracing::debug!(marker = "AwaitedJob-handler", "handling");
+            match job.0 {
+                0 => Err(HandlerError::new("zero")),
+                _ => Ok(()),
+            }
+        })
+        .spawner(|task| {
+            std::thread::Builder::new()
+                .name(THREAD.into())
+                .spawn(move || futures::executor::block_on(task))
+                .unwrap();
+        })
+        .build();
+    queue.enqueue(AwaitedJob(1)).unwrap();
+    queue.enqueue(AwaitedJob(0)).unwrap();
+    futures::executor::block_on(async {
+        queue.async_processor().start().await.unwrap();
+        assert!(queue.wait_idle_async(Duration::from_secs(10)).await);
+        queue.async_processor().stop().await.unwrap();
+    });
+
+    let spans: Vec<Seen> = seen_with("AwaitedJob")
+        .into_iter()
+        .filter(|s| s.kind == "span" && s.name == "command")
+        .collect();
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let handler = seen_with("AwaitedJob-handler");
+    assert_eq!(handler.len(), 3);
+    assert!(
+        handler.iter().all(|s| s.inside == ["command"]),
+        "{handler:#?}"
+    );
+    let outcomes: Vec<String> = SEEN
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.kind == "event" && s.thread.as_deref() == Some(THREAD))
+        .filter(|s| !s.fields.contains("AwaitedJob-handler"))
+        .map(|s| {
+            assert_eq!(s.inside, ["command"], "{s:?}");
+            let m = s.fields.split("message=").nth(1).unwrap_or_default();
+            m.split(" error=")
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["processed", "failed; queued again", "failed; dead-lettered"]
+    );
 }
