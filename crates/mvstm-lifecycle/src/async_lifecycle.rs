@@ -7,8 +7,9 @@
 //! 1. **Claim.** A transaction moves the state to `Starting` or `Stopping`; refused at once if
 //!    the state does not admit the operation. It never waits, so it runs as a plain transaction
 //!    inside the poll.
-//! 2. **Act.** Once the claim committed, the caller's future owns it: it creates the `Settle`
-//!    guard, then awaits `AsyncService::start` or `stop` (a service's panic is caught and
+//! 2. **Act.** The claim's `after_commit` hook arms the `Settle` guard (holding, until the act
+//!    begins, the state that is true if it never does) and hands it to the caller's future,
+//!    which then awaits `AsyncService::start` or `stop` (a service's panic is caught and
 //!    reported, as in the blocking lifecycle).
 //! 3. **Record.** The guard records the outcome when it is dropped, whatever ends the future.
 //!
@@ -17,7 +18,7 @@
 //! it, and records `Failed` ("cancelled"): not `Stopped`, because a start cut short may have
 //! done part of its work (and a stop cut short consumed the running instance), so the service
 //! counts as not running, a new start is admitted, and the history says what happened. Between
-//! the claim's commit and the guard, and between the service's future completing and the
+//! the guard's arming and the act, and between the service's future completing and the
 //! outcome being recorded, there is no await: a running instance that `start` produced is
 //! stored and `Running` recorded in the same poll, so a dropped future never leaks an instance
 //! nor leaves a claim unrecorded. Dropping a service's own start future must release what it
@@ -28,6 +29,7 @@ use crate::error::{ClaimError, LifecycleError, WaitTimeout};
 use crate::lifecycle::{failed, Gate, Inner, PanicSlot, Path, Settle, SubscriptionId};
 use crate::state::{Op, State, Transition};
 use mvstm_core::{atomically_async, try_atomically, StmResult, Txn};
+use parking_lot::Mutex;
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -440,14 +442,36 @@ impl<S: AsyncService> AsyncLifecycle<S> {
         // Subscribers' panics at the claim's commit and at the records: held until the outcome
         // is recorded, then re-raised (a panic out of the claim would leave it with no owner).
         let panics = PanicSlot::default();
-        let path = try_atomically::<_, ClaimError>(|tx| {
-            match self.inner.claim(tx, op, Some(Arc::clone(&panics)))? {
-                Ok(path) => Ok(path),
-                Err(refused) => tx.abort(refused),
-            }
+        // The guard is armed by the claim's own `after_commit` hook, so that nothing after the
+        // commit (the rest of the call's finishing work, which may unwind) can leave the claim
+        // without an owner: until the act begins, it holds the state that is true if it never
+        // does.
+        let armed: Arc<Mutex<Option<(Settle<S, S::Running>, Path)>>> = Arc::default();
+        try_atomically::<_, ClaimError>(|tx| {
+            let path = match self.inner.claim(tx, op, Some(Arc::clone(&panics)))? {
+                Ok(path) => path,
+                Err(refused) => return tx.abort(refused),
+            };
+            let (inner, out, panics) = (
+                Arc::clone(&self.inner),
+                Arc::clone(&armed),
+                Arc::clone(&panics),
+            );
+            tx.after_commit(move || {
+                let mut settle = Settle::new(inner, panics);
+                settle.reached(match path {
+                    Path::Start => State::Stopped,
+                    Path::Stop { .. } => State::Running,
+                });
+                *out.lock() = Some((settle, path));
+            });
+            Ok(())
         })?;
-        // The claim committed and this future owns it; no await before the guard exists.
-        let settle = Settle::new(Arc::clone(&self.inner), Arc::clone(&panics));
+        // The claim committed and this future owns its guard; no await before the act.
+        let (settle, path) = armed
+            .lock()
+            .take()
+            .expect("a committed claim's after_commit hook armed its guard");
         let result = match path {
             Path::Start => self.inner.start_claimed_async(settle, None).await,
             Path::Stop { then_start } => self.inner.stop_claimed_async(settle, then_start).await,
