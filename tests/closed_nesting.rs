@@ -30,6 +30,16 @@ struct Refused;
 #[derive(Debug, PartialEq)]
 struct Other(u32);
 
+/// Fail (rather than spin) when a body without competition keeps re-running: the symptom of an
+/// enclosing body left doomed by a part's rollback.
+fn no_reruns(tx: &Txn) {
+    assert!(
+        tx.attempt() < 20,
+        "a transaction without competition re-ran {} times",
+        tx.attempt()
+    );
+}
+
 /// A log of hook events, shared by the hooks of one test.
 type Log = Rc<RefCell<Vec<String>>>;
 
@@ -70,6 +80,7 @@ fn a_part_that_succeeds_joins_the_enclosing_transaction() {
     let (a, b) = (TVar::new(0u32), TVar::new(0u32));
     let log = log();
     let r = atomically(|tx| {
+        no_reruns(tx);
         log.borrow_mut().clear();
         tx.write(&a, 1)?;
         let inner = tx.nested::<_, Refused>(|tx| {
@@ -96,6 +107,7 @@ fn an_aborted_part_is_invisible_to_the_rest_of_the_body() {
     let (outer, inner_only, big) = (TVar::new(0u32), TVar::new(10u32), TVar::new(0u64));
     let many: Vec<TVar<u32>> = (0..40).map(TVar::new).collect();
     let seen = atomically(|tx| {
+        no_reruns(tx);
         tx.write(&outer, 1)?;
         for v in &many[..20] {
             tx.write(v, 100)?;
@@ -137,6 +149,7 @@ fn an_aborted_part_drops_its_commit_hooks_and_settles_its_on_abort_hooks() {
     let v = TVar::new(0u32);
     let log = log();
     atomically(|tx| {
+        no_reruns(tx);
         log.borrow_mut().clear();
         hooks(tx, &log, "before");
         let r = tx.nested::<(), Refused>(|tx| {
@@ -176,6 +189,7 @@ fn settled_hooks_keep_their_cause_when_the_attempt_is_abandoned() {
     let setter = flag.clone();
     let runs = AtomicUsize::new(0);
     let r: Result<(), Other> = try_atomically(|tx| {
+        no_reruns(tx);
         let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
         hooks(tx, &log, &format!("outer {run}"));
         tx.nested::<(), Refused>(|tx| {
@@ -216,6 +230,7 @@ fn on_abort_hooks_of_a_rolled_back_part_may_start_transactions() {
     let (v, audit) = (TVar::new(0u32), TVar::new(Vec::<&str>::new()));
     let a = audit.clone();
     atomically(|tx| {
+        no_reruns(tx);
         let a = a.clone();
         tx.nested::<(), Refused>(move |tx| {
             tx.on_abort(move |cause| {
@@ -248,6 +263,7 @@ fn tvars_created_in_an_aborted_part_vanish() {
             let kept = TVar::new(0u32);
             let escaped: RefCell<Option<TVar<u32>>> = RefCell::new(None);
             let outcome = atomically(|tx| {
+                no_reruns(tx);
                 tx.write(&kept, 1)?;
                 let r = tx.nested::<(), Refused>(|tx| {
                     let fresh = TVar::new(1u32);
@@ -298,6 +314,7 @@ fn values_written_in_an_aborted_part_are_dropped_once() {
         let v = TVar::new(drops.value(0));
         for round in 0..50u64 {
             atomically(|tx| {
+                no_reruns(tx);
                 tx.write(&v, drops.value(round))?;
                 tx.nested::<(), Refused>(|tx| {
                     tx.write(&v, drops.value(1_000 + round))?;
@@ -318,11 +335,13 @@ fn an_abort_is_final_for_the_part_even_when_swallowed() {
     let (a, b) = (TVar::new(0u32), TVar::new(0u32));
     let after_abort = AtomicUsize::new(0);
     let r = atomically(|tx| {
+        no_reruns(tx);
         tx.write(&a, 1)?;
         let inner = tx.nested::<u32, Refused>(|tx| {
             tx.write(&a, 2)?;
-            let _ = tx.abort::<(), _>(Refused); // dropped: the part still cannot succeed
-                                       // Later operations of the part fail at once.
+            // The signal is dropped: the part still cannot succeed.
+            let _ = tx.abort::<(), _>(Refused);
+            // Later operations of the part fail at once.
             assert!(tx.read(&b).is_err(), "a read after the abort succeeded");
             assert!(
                 tx.write(&b, 9).is_err(),
@@ -344,6 +363,7 @@ fn an_abort_is_final_for_the_part_even_when_swallowed() {
 #[test]
 fn a_second_abort_in_the_part_keeps_the_first_error() {
     let r: Result<(), Refused> = atomically(|tx| {
+        no_reruns(tx);
         tx.nested(|tx| {
             let _ = tx.abort::<(), _>(Refused);
             tx.abort(Other(1))
@@ -361,6 +381,7 @@ fn or_abort_inside_a_part_is_caught() {
     let port = TVar::new(8080u16);
     let set = |input: &'static str| {
         atomically(|tx| {
+            no_reruns(tx);
             tx.nested::<(), std::num::ParseIntError>(|tx| {
                 let p: u16 = input.parse().or_abort(tx)?;
                 tx.write(&port, p)
@@ -378,6 +399,7 @@ fn an_abort_of_another_type_propagates_unchanged() {
     let v = TVar::new(0u32);
     let part_ran_on = AtomicUsize::new(0);
     let r: Result<(), Other> = try_atomically(|tx| {
+        no_reruns(tx);
         tx.write(&v, 1)?;
         let inner: Result<(), Refused> = tx.nested(|tx| {
             tx.write(&v, 2)?;
@@ -400,6 +422,7 @@ fn an_abort_of_another_type_is_final_for_the_enclosing_part_even_when_swallowed(
     let v = TVar::new(0u32);
     let log = log();
     let r = atomically(|tx| {
+        no_reruns(tx);
         log.borrow_mut().clear();
         tx.write(&v, 1)?;
         let outer: Result<u32, Other> = tx.nested(|tx| {
@@ -433,6 +456,7 @@ fn an_abort_of_another_type_is_final_for_the_enclosing_part_even_when_swallowed(
 fn an_uncaught_abort_in_plain_atomically_panics_naming_try_atomically() {
     let r = catch_unwind(AssertUnwindSafe(|| {
         atomically(|tx| {
+            no_reruns(tx);
             tx.nested::<(), Refused>(|tx| tx.abort(Other(1)))?
                 .unwrap_err();
             Ok(())
@@ -451,6 +475,7 @@ fn an_abort_before_the_part_is_not_caught_by_it() {
     // does not undo it.
     let v = TVar::new(0u32);
     let r: Result<u32, Refused> = try_atomically(|tx| {
+        no_reruns(tx);
         tx.write(&v, 1)?;
         let _ = tx.abort::<(), _>(Refused);
         let inner = tx.nested::<u32, Refused>(|_tx| Ok(5));
@@ -471,6 +496,7 @@ fn parts_nest_with_the_same_and_with_different_error_types() {
         })
     };
     let r = atomically(|tx| {
+        no_reruns(tx);
         push(tx, "top")?;
         // Same type, inner aborts: only the inner part is rolled back.
         let a = tx.nested::<(), Refused>(|tx| {
@@ -535,7 +561,10 @@ fn deep_nesting_rolls_back_exactly_to_the_catching_part() {
     const DEPTH: usize = 12;
     for catch_at in 1..DEPTH {
         let trail = TVar::new(Vec::new());
-        atomically(|tx| nest(tx, &trail, DEPTH, 0, catch_at));
+        atomically(|tx| {
+            no_reruns(tx);
+            nest(tx, &trail, DEPTH, 0, catch_at)
+        });
         // Levels below the catching part keep their writes; it and all inside it are gone.
         let expected: Vec<usize> = (0..catch_at).collect();
         assert_eq!(trail.load(), expected, "caught at level {catch_at}");
@@ -556,7 +585,11 @@ fn deep_nesting_of_one_type_catches_at_the_innermost_part() {
         }
     }
     let v = TVar::new(0u32);
-    assert_eq!(atomically(|tx| down(tx, &v, 0)), 63);
+    let deepest = atomically(|tx| {
+        no_reruns(tx);
+        down(tx, &v, 0)
+    });
+    assert_eq!(deepest, 63);
     assert_eq!(v.load(), 63);
 }
 
@@ -651,6 +684,7 @@ fn a_conflict_inside_a_part_restarts_the_whole_transaction() {
     let causes = Rc::new(RefCell::new(Vec::new()));
     let outer_runs = AtomicUsize::new(0);
     let result = atomically(|tx| {
+        no_reruns(tx);
         outer_runs.fetch_add(1, Ordering::SeqCst);
         let c = causes.clone();
         tx.on_abort(move |cause| c.borrow_mut().push(cause));
@@ -690,6 +724,7 @@ fn a_panic_in_a_part_rolls_it_back_and_unwinds() {
     let log = log();
     let r = catch_unwind(AssertUnwindSafe(|| {
         atomically(|tx| {
+            no_reruns(tx);
             hooks(tx, &log, "outer");
             tx.write(&v, 1)?;
             tx.nested::<(), Refused>(|tx| {
@@ -718,6 +753,7 @@ fn a_panic_caught_by_the_body_leaves_the_part_rolled_back() {
     let (v, w) = (TVar::new(0u32), TVar::new(0u32));
     let log = log();
     atomically(|tx| {
+        no_reruns(tx);
         log.borrow_mut().clear();
         tx.write(&v, 1)?;
         let caught = catch_unwind(AssertUnwindSafe(|| {
@@ -741,6 +777,7 @@ fn a_panic_caught_by_the_body_leaves_the_part_rolled_back() {
 fn a_read_only_transaction_with_an_aborted_part_commits() {
     let v = TVar::new(5u32);
     let r = atomically(|tx| {
+        no_reruns(tx);
         let seen = tx.read(&v)?;
         let inner = tx.nested::<(), Refused>(|tx| {
             tx.write(&v, 6)?;
@@ -759,6 +796,7 @@ fn nested_inside_an_or_else_branch() {
     // The part aborts and the branch goes on; then the branch retries: the part's settled
     // hooks go with the branch, and the second branch runs.
     let r = atomically(|tx| {
+        no_reruns(tx);
         log.borrow_mut().clear();
         tx.or_else(
             |tx| {
@@ -803,6 +841,7 @@ fn or_else_inside_a_part() {
     // Both alternatives retry inside the part: the retry passes `nested` and the whole
     // transaction waits. Here the enclosing or_else catches it instead.
     let r = atomically(|tx| {
+        no_reruns(tx);
         tx.or_else(
             |tx| {
                 tx.nested::<i64, Refused>(|tx| {
@@ -816,6 +855,7 @@ fn or_else_inside_a_part() {
     // The second alternative aborts: the whole part goes, the first alternative's writes too.
     atomically(|tx| tx.write(&a, 10));
     let r = atomically(|tx| {
+        no_reruns(tx);
         tx.write(&b, 5)?;
         tx.nested::<i64, Refused>(|tx| {
             tx.write(&a, 9)?;
@@ -840,6 +880,7 @@ fn an_abort_in_an_or_else_branch_inside_a_part_is_caught_by_the_part() {
     let v = TVar::new(0u32);
     let second_ran = AtomicUsize::new(0);
     let r = atomically(|tx| {
+        no_reruns(tx);
         tx.write(&v, 1)?;
         let inner = tx.nested::<(), Refused>(|tx| {
             tx.or_else(
@@ -1173,6 +1214,7 @@ proptest! {
             let log: EventLog = Rc::new(RefCell::new(Vec::new()));
             let reads = RefCell::new(Vec::new());
             let result: Result<(), Top> = try_atomically(|tx| {
+                no_reruns(tx);
                 reads.borrow_mut().clear();
                 let retried = tx.or_else(
                     |tx| {
