@@ -706,6 +706,7 @@ fn a_conflict_inside_a_part_restarts_the_whole_transaction() {
             }
             Ok(attempt)
         })?;
+        assert_ne!(attempt, 1, "the body went on after a conflict in its part");
         Ok(inner)
     });
     assert_eq!(
