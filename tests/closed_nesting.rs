@@ -1139,13 +1139,10 @@ impl Model {
                     second,
                 } => {
                     let (saved, c, a, o) = self.marks();
-                    let r = self.run(first).and_then(|()| {
-                        if *first_retries {
-                            Err(Signal::Retry)
-                        } else {
-                            Ok(())
-                        }
-                    });
+                    let mut r = self.run(first);
+                    if r.is_ok() && *first_retries {
+                        r = Err(Signal::Retry);
+                    }
                     match r {
                         Err(Signal::Retry) => {
                             self.state = saved;
