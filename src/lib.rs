@@ -3,12 +3,12 @@
 //!
 //! You put shared state in [`TVar`]s and change it inside [`atomically`]. Transactions compose,
 //! block with [`retry`] until the state they need shows up, choose between alternatives with
-//! [`Txn::or_else`], and attach side effects through hooks that run exactly when they should: on
-//! every abandoned attempt, at the commit point, or once the commit is visible. The engine is
-//! **multi-version**: a read-only transaction reads a consistent snapshot, never aborts and never
-//! waits for a writer, however long it runs; update transactions are serializable, and every
-//! attempt sees a consistent state (opacity), so a doomed attempt cannot panic or loop on a torn
-//! view.
+//! [`Txn::or_else`], contain the failure of a part with [`Txn::nested`], and attach side effects
+//! through hooks that run exactly when they should: on every abandoned attempt, at the commit
+//! point, or once the commit is visible. The engine is **multi-version**: a read-only
+//! transaction reads a consistent snapshot, never aborts and never waits for a writer, however
+//! long it runs; update transactions are serializable, and every attempt sees a consistent state
+//! (opacity), so a doomed attempt cannot panic or loop on a torn view.
 //!
 //! - The engine: [`TVar`], [`atomically`], [`try_atomically`], [`retry`] and the operations on
 //!   [`Txn`] (this page).
@@ -63,6 +63,18 @@
 //! });
 //! assert_eq!(r, Err("insufficient funds"));
 //! assert_eq!(bob.load(), 80);
+//!
+//! // Closed nesting: a part that aborts is rolled back alone (its writes and hooks), and the
+//! // enclosing body gets its error as a value and goes on.
+//! let outcome: Result<(), &str> = atomically(|tx| {
+//!     tx.modify(&bob, |b| b + 1)?;
+//!     tx.nested(|tx| {
+//!         tx.write(&alice, 0)?;
+//!         tx.abort("refused")
+//!     })
+//! });
+//! assert_eq!(outcome, Err("refused"));
+//! assert_eq!((alice.load(), bob.load()), (20, 81));
 //!
 //! // Side effects run for the attempt that commits, exactly once.
 //! atomically(|tx| {
@@ -128,8 +140,10 @@
 //! | [`after_commit(FnOnce())`](Txn::after_commit) | values visible, locks released, waiters woken; FIFO | none | the commit stands; all hooks run; the first panic resumes |
 //!
 //! Hooks belong to one attempt: an abandoned attempt's commit hooks never run, and an `or_else`
-//! branch that retried takes its hooks with it. All hooks run on the thread that called
-//! `atomically`, before it returns. A vetoing hook:
+//! branch that retried takes its hooks with it. A [`Txn::nested`] part that aborts drops its
+//! commit hooks, and its `on_abort` hooks run (told `Abort`) when the attempt ends, whether it
+//! commits or not. All hooks run on the thread that called `atomically`, before it returns. A
+//! vetoing hook:
 //!
 //! ```
 //! use mvstm::{try_atomically, TVar};

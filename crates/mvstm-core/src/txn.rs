@@ -1,4 +1,5 @@
-//! `Txn`: what a transaction body sees — reads, writes, `or_else`, retry variants, hooks.
+//! `Txn`: what a transaction body sees — reads, writes, `or_else`, `nested`, retry variants,
+//! hooks.
 //!
 //! Reads go to the attempt's snapshot `rv` (a value of the clock, see `clock.rs`): the newest
 //! version with `stamp <= rv` (a version whose commit is still undecided is resolved on the spot,
@@ -11,6 +12,11 @@
 //!
 //! Writes are buffered in the write log as private versions (read-your-writes) and published at
 //! commit (`commit.rs`).
+//!
+//! `or_else` and `nested` both open a *scope*: they mark the write log and the hook lists, and
+//! roll the scope back by truncating both to the marks (`log.rs`, `hooks.rs`). The read log is
+//! never rolled back: a later commit must still validate what a rolled-back scope read, since
+//! the body's path after it depended on it, and a `retry` waits on it (GHC does the same).
 
 use crate::clock::{self, CommitRecord, PENDING};
 use crate::error::{AbortCause, AbortError, RetryKind, StmError, StmResult};
@@ -83,6 +89,9 @@ pub struct Txn {
     /// The error of the attempt's first `abort`. Kept here rather than in the signal, so a body
     /// that drops the signal still cannot commit (ScalaSTM's rollback is persistent too).
     pub(crate) aborted: Option<AbortError>,
+    /// Whether the attempt was already doomed (by a conflict) when the abort in `aborted` came:
+    /// a `nested` part that catches that abort leaves the attempt doomed then.
+    pub(crate) doomed_at_abort: bool,
     /// The attempt read a version older than the newest one: it must not write.
     pub(crate) stale: bool,
     /// An earlier attempt of this `atomically` call wrote: extend snapshots eagerly.
@@ -144,6 +153,7 @@ impl Txn {
             handle: epoch::default_collector().register(),
             doomed: false,
             aborted: None,
+            doomed_at_abort: false,
             stale: false,
             update_hint: false,
             forbid_writes: false,
@@ -458,7 +468,8 @@ impl Txn {
                 node.value = value;
                 return Ok(());
             }
-            // The entry belongs to a scope outside this `or_else` branch: shadow it.
+            // The entry belongs to a scope outside this `or_else` branch or `nested` part:
+            // shadow it.
             shadows = true;
         }
         let node = crate::alloc::alloc::<Version<T>>();
@@ -557,6 +568,131 @@ impl Txn {
         }
     }
 
+    /// Run `body` as a part of this transaction that can fail on its own: closed nesting, GHC's
+    /// `catchSTM`, ScalaSTM's nested `atomic`.
+    ///
+    /// If `body` aborts with an error of type `E` ([`Txn::abort`]), the part is rolled back:
+    /// its writes are discarded (TVars it created and wrote vanish with them), its `on_commit`
+    /// and `after_commit` hooks are dropped, and its `on_abort` hooks will run with
+    /// [`AbortCause::Abort`]. The enclosing body then receives `Ok(Err(e))` and goes on; it may
+    /// commit. Otherwise the part's writes and hooks join the enclosing body's and `body`'s
+    /// value comes back as `Ok(Ok(value))`.
+    ///
+    /// - The abort is final for the part: once `body` called `tx.abort(e)`, the part is rolled
+    ///   back even if `body` drops the signal and returns `Ok`.
+    /// - An abort of another type passes through unchanged, to an enclosing `nested` of that
+    ///   type or to [`try_atomically`](crate::try_atomically).
+    /// - A conflict restarts the whole transaction, and [`retry`](crate::retry) inside the part
+    ///   waits for the whole transaction (or falls through to the alternative of an enclosing
+    ///   [`Txn::or_else`]). What the part read stays in the transaction's read set even when the
+    ///   part is rolled back: a commit validates it and a `retry` waits on it, since the
+    ///   enclosing body's path depended on it.
+    /// - A panic in `body` rolls the part back (its `on_abort` hooks will run with
+    ///   [`AbortCause::Panic`]) and keeps unwinding.
+    /// - Only aborts raised while the part runs are caught: a `try_on_commit` hook the part
+    ///   registered vetoes the whole transaction at commit.
+    ///
+    /// The `on_abort` hooks of a rolled-back part run when the attempt ends, not inside the
+    /// body: after the commit (before the `after_commit` hooks), or with the attempt's own
+    /// `on_abort` hooks if it is abandoned. Like every `on_abort` hook, they run outside the
+    /// transaction and may start transactions.
+    ///
+    /// `nested` composes with itself (parts inside parts, with the same or different error
+    /// types) and with `or_else` at any depth.
+    ///
+    /// ```
+    /// use mvstm::{atomically, TVar};
+    /// #[derive(Debug, PartialEq)]
+    /// struct Refused;
+    /// let a = TVar::new(0u32);
+    /// let outcome: Result<u32, Refused> = atomically(|tx| {
+    ///     tx.write(&a, 1)?;
+    ///     tx.nested(|tx| {
+    ///         tx.write(&a, 2)?;
+    ///         tx.abort(Refused)
+    ///     })
+    /// });
+    /// assert_eq!(outcome, Err(Refused));
+    /// assert_eq!(a.load(), 1); // the outer write committed, the nested one was rolled back
+    ///
+    /// // The enclosing body decides what a failed part means.
+    /// let reserved = atomically(|tx| {
+    ///     match tx.nested::<_, Refused>(|tx| {
+    ///         let n = tx.read(&a)?;
+    ///         tx.write(&a, n + 10)?;
+    ///         if n + 10 > 5 { tx.abort(Refused) } else { Ok(n + 10) }
+    ///     })? {
+    ///         Ok(n) => Ok(n),
+    ///         Err(Refused) => Ok(0),
+    ///     }
+    /// });
+    /// assert_eq!((reserved, a.load()), (0, 1));
+    /// ```
+    pub fn nested<T, E: 'static>(
+        &mut self,
+        body: impl FnOnce(&mut Txn) -> StmResult<T>,
+    ) -> StmResult<Result<T, E>> {
+        let outer_base = self.writes.branch_base;
+        let write_mark = self.writes.len();
+        let hook_mark = self.hooks.mark();
+        // An abort the attempt made before the part is not the part's to catch.
+        let aborted_before = self.aborted.is_some();
+        self.writes.branch_base = write_mark;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(self)));
+        self.writes.branch_base = outer_base;
+        let result = match result {
+            Ok(result) => result,
+            Err(panic) => {
+                // The part is rolled back before the panic goes on, so a body that catches it
+                // goes on without the part. Its own abort, if any, goes with it. Unwinding
+                // already, a panic of a discarded value's destructor is dropped.
+                if !aborted_before && self.aborted.take().is_some() {
+                    self.doomed = self.doomed_at_abort;
+                }
+                drop(self.roll_back_part(write_mark, hook_mark, AbortCause::Panic));
+                std::panic::resume_unwind(panic);
+            }
+        };
+        if aborted_before || self.aborted.is_none() {
+            return result.map(Ok);
+        }
+        let error = self.aborted.take().expect("checked");
+        match error.downcast::<E>() {
+            Ok(error) => {
+                self.doomed = self.doomed_at_abort;
+                if let Some(panic) = self.roll_back_part(write_mark, hook_mark, AbortCause::Abort) {
+                    // Every node of the part is freed; the attempt is abandoned as a panic.
+                    std::panic::resume_unwind(panic);
+                }
+                if self.doomed {
+                    // A conflict came first: the whole transaction re-runs.
+                    return Err(StmError::conflict());
+                }
+                Ok(Err(error))
+            }
+            Err(other) => {
+                // Not ours: final for whatever encloses this part, whatever `body` returned.
+                self.aborted = Some(other);
+                Err(StmError::abort())
+            }
+        }
+    }
+
+    /// Discard the writes a `nested` part made since `write_mark`, drop its commit hooks and
+    /// settle its `on_abort` hooks with `cause`; hands back the first panic of a discarded
+    /// value's destructor, as [`WriteLog::truncate`].
+    #[cold]
+    #[must_use = "a panic from a value's destructor must be resumed"]
+    fn roll_back_part(
+        &mut self,
+        write_mark: usize,
+        hook_mark: crate::hooks::HookMark,
+        cause: AbortCause,
+    ) -> Option<crate::log::Panic> {
+        self.hooks.settle(hook_mark, cause);
+        self.writes.truncate(write_mark)
+    }
+
     /// Abort the transaction with `error`: writes are discarded, `on_abort` hooks run with
     /// [`AbortCause::Abort`], and [`try_atomically`](crate::try_atomically) returns `Err(error)`.
     ///
@@ -565,8 +701,12 @@ impl Txn {
     /// and writes of the attempt fail at once. A second abort in the same attempt keeps the
     /// first error.
     ///
-    /// Inside plain [`atomically`](crate::atomically) an abort panics, since there is no way to
-    /// return the error.
+    /// Inside [`Txn::nested`] whose error type is the type of `error`, the abort is final for
+    /// the nested part only: the part is rolled back and the enclosing body receives
+    /// `Err(error)` and goes on. An abort of another type passes through `nested` unchanged.
+    ///
+    /// Inside plain [`atomically`](crate::atomically) an abort that no `nested` catches panics,
+    /// since there is no way to return the error.
     ///
     /// ```
     /// use mvstm::{try_atomically, TVar};
@@ -581,6 +721,7 @@ impl Txn {
     pub fn abort<T, E: 'static>(&mut self, error: E) -> StmResult<T> {
         if self.aborted.is_none() {
             self.aborted = Some(AbortError::new(error));
+            self.doomed_at_abort = self.doomed;
         }
         self.doomed = true;
         Err(StmError::abort())
