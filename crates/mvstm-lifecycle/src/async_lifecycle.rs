@@ -446,7 +446,7 @@ impl<S: AsyncService> AsyncLifecycle<S> {
         // commit (the rest of the call's finishing work, which may unwind) can leave the claim
         // without an owner: until the act begins, it holds the state that is true if it never
         // does.
-        let armed: Arc<Mutex<Option<(Settle<S, S::Running>, Path)>>> = Arc::default();
+        let armed: Armed<S> = Arc::default();
         try_atomically::<_, ClaimError>(|tx| {
             let path = match self.inner.claim(tx, op, Some(Arc::clone(&panics)))? {
                 Ok(path) => path,
@@ -483,6 +483,9 @@ impl<S: AsyncService> AsyncLifecycle<S> {
         result
     }
 }
+
+/// Where a claim's `after_commit` hook puts the guard it armed, and the path claimed.
+type Armed<S> = Arc<Mutex<Option<(Settle<S, <S as AsyncService>::Running>, Path)>>>;
 
 impl<S: AsyncService> Inner<S, S::Running> {
     /// Step 2 of a start: the state is `Starting` and `settle` owns it. `gate` (a registry's
