@@ -46,7 +46,7 @@ use crate::lock::LockWord;
 use crate::parking;
 use crate::reclaim;
 use crate::sync::spin_hint;
-use crate::txn::Txn;
+use crate::txn::{Committer, Txn};
 use crate::version::Header;
 use crossbeam_epoch::Guard;
 use std::ptr::NonNull;
@@ -78,7 +78,7 @@ impl Txn {
     }
 
     fn commit_update(&mut self) -> Result<(), CommitError> {
-        contention::wait_at_gate(self.owner);
+        contention::wait_at_gate(self.committer.owner);
         self.writes.prepare_commit();
         if !self.hooks.has_on_commit() {
             self.commit_plain()
@@ -99,7 +99,7 @@ impl Txn {
                 self.abandon_linked();
                 return Err(CommitError::Conflict);
             }
-            if self.record.try_decide(wv) {
+            if self.committer.record.try_decide(wv) {
                 break;
             }
             // A reader with a snapshot `>= wv` met one of our versions undecided and counts
@@ -143,7 +143,7 @@ impl Txn {
         // priority token, which holds every other committer at the gate. Our reads are held and
         // our writes locked, so the token has nothing left to protect.
         if self.priority {
-            contention::give_back(self.owner);
+            contention::give_back(self.committer.owner);
             self.priority = false;
         }
         if let Err(veto) = self.hooks.run_on_commit() {
@@ -154,7 +154,7 @@ impl Txn {
         let mut wv = clock::take_stamp();
         self.check_waiters();
         // Our reads are held and our writes locked: a new stamp needs no new validation.
-        while !self.record.try_decide(wv) {
+        while !self.committer.record.try_decide(wv) {
             wv = clock::take_stamp();
         }
         self.publish(wv);
@@ -164,7 +164,7 @@ impl Txn {
     /// Step 4: link every new version as its variable's head, pending on our record.
     #[inline]
     fn link_writes(&mut self) {
-        let pending = self.record.pending_stamp();
+        let pending = self.committer.record.pending_stamp();
         for e in self.writes.entries_mut() {
             // SAFETY: we hold the lock, and the node is a private `Version` of the header's type
             // owned by the log. Ownership moves to the TVar.
@@ -177,10 +177,12 @@ impl Txn {
         for e in self.writes.entries() {
             // SAFETY: we hold the lock and linked the node as the head; it is retired, not
             // dropped, since readers may stand on it.
-            unsafe { (e.header().ops.unlink)(e.header, e.node, e.covered, &mut self.retired) };
+            unsafe {
+                (e.header().ops.unlink)(e.header, e.node, e.covered, &mut self.committer.retired)
+            };
         }
         self.unlock_writes(self.writes.len());
-        self.record.reopen();
+        self.committer.record.reopen();
         // The nodes belong to the collector now.
         self.writes.clear_published();
     }
@@ -201,7 +203,7 @@ impl Txn {
 
     /// Lock the write set in address order, recording each prior word.
     fn lock_writes(&mut self) -> Result<(), CommitError> {
-        let (owner, patient) = (self.owner, self.priority);
+        let (owner, patient) = (self.committer.owner, self.priority);
         for w in 0..self.writes.len() {
             let header = self.writes.entries()[w].header();
             let Some(before) = lock_one(header, owner, patient) else {
@@ -219,7 +221,7 @@ impl Txn {
     /// is looked at again for a while before it counts as changed: that committer finds our
     /// hold and gives up, unless it is publishing a change.
     fn reads_valid(&self, wait_locked: bool) -> bool {
-        let mine = LockWord::locked_by(self.owner);
+        let mine = LockWord::locked_by(self.committer.owner);
         self.reads.iter().all(|r| {
             let expected = LockWord::unlocked(r.stamp);
             // SAFETY: logged headers are live while the attempt is pinned.
@@ -277,13 +279,20 @@ impl Txn {
         for e in self.writes.entries() {
             // SAFETY: we hold the lock and linked the node as the head; we are pinned.
             unsafe {
-                (e.header().ops.finalize)(e.header, e.node, e.covered, wv, guard, &mut self.retired)
+                (e.header().ops.finalize)(
+                    e.header,
+                    e.node,
+                    e.covered,
+                    wv,
+                    guard,
+                    &mut self.committer.retired,
+                )
             };
             e.header().lock.unlock_published(wv);
         }
         // Every version is final: readers that meet the record from now on belong to our next
         // commit (`clock.rs`).
-        self.record.reopen();
+        self.committer.record.reopen();
         for e in self.writes.entries() {
             if e.wake {
                 parking::wake(e.header());
@@ -293,9 +302,74 @@ impl Txn {
         if !self.read_holds.is_empty() {
             self.release_reads();
         }
-        self.after_publish(wv, guard);
+        self.committer.after_publish(wv, guard);
     }
 
+    /// Publish `node` as the new value of the one variable `header`, as a transaction of its
+    /// own that read nothing else (`TVar::store` and its siblings, `view.rs`), provided its lock
+    /// word is still `seen`. Returns `false`, with nothing changed and the node still the
+    /// caller's, when it is not.
+    ///
+    /// These are the steps of `commit_plain` for a write set of one without a read set: the
+    /// caller computed the value from the version whose stamp `seen` holds, and locking from
+    /// `seen` is the whole validation (the variable cannot change until we unlock). The caller
+    /// is pinned (`self.guard`) and holds a handle to the variable.
+    pub(crate) fn commit_single(
+        &mut self,
+        header: NonNull<Header>,
+        seen: LockWord,
+        node: NonNull<()>,
+    ) -> bool {
+        contention::wait_at_gate(self.committer.owner);
+        // SAFETY: the caller holds a handle to the variable.
+        let var = unsafe { header.as_ref() };
+        if !var.lock.try_lock_from_unlocked(seen, self.committer.owner) {
+            return false;
+        }
+        let mut spins = 0;
+        if !wait_out_holders(var, || {
+            spins += 1;
+            spin_hint();
+            spins <= LOCK_SPINS
+        }) {
+            var.lock.unlock_unchanged(seen);
+            return false;
+        }
+        // SAFETY: we hold the lock; the node is a private `Version` of the variable's type,
+        // whose ownership moves to the TVar.
+        let covered =
+            unsafe { (var.ops.link)(header, node, self.committer.record.pending_stamp()) };
+        let mut wv = clock::take_stamp();
+        // As in `check_waiters`.
+        crate::sync::seq_cst_point();
+        let wake = parking::has_waiters(var);
+        // Nothing to validate again with a new stamp: the one variable is ours.
+        while !self.committer.record.try_decide(wv) {
+            wv = clock::take_stamp();
+        }
+        let guard = self.pinned();
+        // SAFETY: we hold the lock, linked the node as the head, and are pinned.
+        unsafe {
+            (var.ops.finalize)(
+                header,
+                node,
+                covered,
+                wv,
+                guard,
+                &mut self.committer.retired,
+            )
+        };
+        var.lock.unlock_published(wv);
+        self.committer.record.reopen();
+        if wake {
+            parking::wake(var);
+        }
+        self.committer.after_publish(wv, guard);
+        true
+    }
+}
+
+impl Committer {
     /// What every published commit leaves to do once it unlocked: move the reclamation horizon
     /// now and then, hand full batches of retired versions to the collector, and mark a flush
     /// due.
@@ -319,59 +393,6 @@ impl Txn {
         if self.commits_since_flush >= reclaim::FLUSH_EVERY {
             self.flush_due = true;
         }
-    }
-
-    /// Publish `node` as the new value of the one variable `header`, as a transaction of its
-    /// own that read nothing else (`TVar::store` and its siblings, `view.rs`), provided its lock
-    /// word is still `seen`. Returns `false`, with nothing changed and the node still the
-    /// caller's, when it is not.
-    ///
-    /// These are the steps of `commit_plain` for a write set of one without a read set: the
-    /// caller computed the value from the version whose stamp `seen` holds, and locking from
-    /// `seen` is the whole validation (the variable cannot change until we unlock). The caller
-    /// is pinned (`self.guard`) and holds a handle to the variable.
-    pub(crate) fn commit_single(
-        &mut self,
-        header: NonNull<Header>,
-        seen: LockWord,
-        node: NonNull<()>,
-    ) -> bool {
-        contention::wait_at_gate(self.owner);
-        // SAFETY: the caller holds a handle to the variable.
-        let var = unsafe { header.as_ref() };
-        if !var.lock.try_lock_from_unlocked(seen, self.owner) {
-            return false;
-        }
-        let mut spins = 0;
-        if !wait_out_holders(var, || {
-            spins += 1;
-            spin_hint();
-            spins <= LOCK_SPINS
-        }) {
-            var.lock.unlock_unchanged(seen);
-            return false;
-        }
-        // SAFETY: we hold the lock; the node is a private `Version` of the variable's type,
-        // whose ownership moves to the TVar.
-        let covered = unsafe { (var.ops.link)(header, node, self.record.pending_stamp()) };
-        let mut wv = clock::take_stamp();
-        // As in `check_waiters`.
-        crate::sync::seq_cst_point();
-        let wake = parking::has_waiters(var);
-        // Nothing to validate again with a new stamp: the one variable is ours.
-        while !self.record.try_decide(wv) {
-            wv = clock::take_stamp();
-        }
-        let guard = self.pinned();
-        // SAFETY: we hold the lock, linked the node as the head, and are pinned.
-        unsafe { (var.ops.finalize)(header, node, covered, wv, guard, &mut self.retired) };
-        var.lock.unlock_published(wv);
-        self.record.reopen();
-        if wake {
-            parking::wake(var);
-        }
-        self.after_publish(wv, guard);
-        true
     }
 }
 

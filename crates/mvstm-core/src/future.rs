@@ -19,10 +19,8 @@
 use crate::contention::Contention;
 use crate::error::{StmResult, TimedOut};
 use crate::parking::{Wait, WaiterKind};
-use crate::runtime::{
-    aborted_without_try, attempts, refuse_nesting, Cached, CallState, Ended, Step,
-};
-use crate::txn::Txn;
+use crate::runtime::{aborted_without_try, attempts, refuse_nesting, Cached, Ended, Step};
+use crate::txn::{CallState, Txn};
 use std::future::Future;
 use std::task::Poll;
 use std::time::Duration;
@@ -150,7 +148,7 @@ fn run_async<T>(
     // Between polls: the registered wait, if the last attempt retried, and the call's state.
     let mut wait: Option<Wait> = None;
     let mut call = CallState::default();
-    let timed_out = move |call: &CallState| limit.is_some_and(|limit| call.blocked() >= limit);
+    let timed_out = move |call: &CallState| limit.is_some_and(|limit| call.blocked >= limit);
     std::future::poll_fn(move |cx| {
         if let Some(waiting) = wait.as_mut() {
             let Poll::Ready(waited) = waiting.poll(cx) else {
@@ -159,7 +157,7 @@ fn run_async<T>(
             // Dropping the wait removes its registration before the body runs again.
             wait = None;
             crate::stats::blocked(waited);
-            call.add_blocked(waited);
+            call.blocked += waited;
             if timed_out(&call) {
                 return Poll::Ready(Err(Ended::TimedOut));
             }
@@ -167,7 +165,7 @@ fn run_async<T>(
         refuse_nesting();
         let mut tx = Cached::take();
         tx.resume(&call);
-        let mut contention = Contention::new(tx.owner);
+        let mut contention = Contention::new(tx.committer.owner);
         loop {
             let who = WaiterKind::Task(cx.waker());
             match attempts(&mut tx, &mut contention, &mut body, limit, who) {
@@ -178,8 +176,8 @@ fn run_async<T>(
                     Poll::Ready(waited) => {
                         drop(registered);
                         crate::stats::blocked(waited);
-                        tx.blocked += waited;
-                        if limit.is_some_and(|limit| tx.blocked >= limit) {
+                        tx.call.blocked += waited;
+                        if limit.is_some_and(|limit| tx.call.blocked >= limit) {
                             return Poll::Ready(Err(Ended::TimedOut));
                         }
                     }

@@ -14,7 +14,7 @@ use crate::log::Panic;
 use crate::parking::{Wait, WaiterKind};
 use crate::reclaim::{after_attempt, in_transaction, InTxn};
 use crate::sync::{thread_local, AtomicU64, Ordering};
-use crate::txn::{Predicate, Txn};
+use crate::txn::{CallState, Predicate, Txn};
 use smallvec::SmallVec;
 use std::any::Any;
 use std::cell::Cell;
@@ -165,7 +165,7 @@ impl Drop for Cached {
                 // The second slot may stay unused for long: hand the frees its epoch handle
                 // deferred to the collector now, or they would wait for that handle's next use.
                 // Rare (a transaction nested in a hook), so the flush's cost does not matter.
-                self.flush_deferred();
+                self.committer.hand_over_frees();
                 CACHE_NESTED.with(store)
             });
         if !stored {
@@ -175,46 +175,15 @@ impl Drop for Cached {
     }
 }
 
-/// What belongs to one call and must survive the gaps between the polls of an asynchronous
-/// call, while the thread's cached `Txn` goes back to its cache (it is never held across a
-/// `Pending`: the next poll may come on another thread).
-#[derive(Default)]
-pub(crate) struct CallState {
-    attempt: u32,
-    blocked: Duration,
-    update_hint: bool,
-    no_repin: bool,
-}
-
-impl CallState {
-    /// The total time the call has waited so far.
-    pub(crate) fn blocked(&self) -> Duration {
-        self.blocked
-    }
-
-    /// Add `waited` to the total time the call has waited.
-    pub(crate) fn add_blocked(&mut self, waited: Duration) {
-        self.blocked += waited;
-    }
-}
-
 impl Cached {
     /// Continue a call suspended by [`suspend`](Cached::suspend).
     pub(crate) fn resume(&mut self, call: &CallState) {
-        self.attempt = call.attempt;
-        self.blocked = call.blocked;
-        self.update_hint = call.update_hint;
-        self.no_repin = call.no_repin;
+        self.call = *call;
     }
 
     /// The call's state, to keep while it waits; `Cached`'s drop resets it in the `Txn`.
     pub(crate) fn suspend(&self) -> CallState {
-        CallState {
-            attempt: self.attempt,
-            blocked: self.blocked,
-            update_hint: self.update_hint,
-            no_repin: self.no_repin,
-        }
+        self.call
     }
 }
 
@@ -373,7 +342,7 @@ fn run<T>(
 ) -> Result<T, Ended> {
     refuse_nesting();
     let mut tx = Cached::take();
-    let mut contention = Contention::new(tx.owner);
+    let mut contention = Contention::new(tx.committer.owner);
     loop {
         match attempts(
             &mut tx,
@@ -386,8 +355,8 @@ fn run<T>(
             Step::Wait(wait) => {
                 let waited = wait.block();
                 crate::stats::blocked(waited);
-                tx.blocked += waited;
-                if limit.is_some_and(|limit| tx.blocked >= limit) {
+                tx.call.blocked += waited;
+                if limit.is_some_and(|limit| tx.call.blocked >= limit) {
                     return Err(Ended::TimedOut);
                 }
             }
@@ -484,7 +453,7 @@ pub(crate) fn attempts<T>(
         match outcome {
             Abandon::Conflict => {
                 crate::stats::conflicted(tx);
-                tx.update_hint |= !tx.writes.is_empty();
+                tx.call.update_hint |= !tx.writes.is_empty();
                 tx.abandon(AbortCause::Conflict, flags);
                 contention.on_conflict();
             }
@@ -504,7 +473,7 @@ pub(crate) fn attempts<T>(
                 let txn = &mut **tx;
                 let mut wait = Wait::register(&mut txn.wait, &txn.reads, who, evaluate_predicate);
                 if let Some(limit) = limit {
-                    wait.limit(limit.saturating_sub(tx.blocked));
+                    wait.limit(limit.saturating_sub(tx.call.blocked));
                 }
                 tx.abandon(AbortCause::Retry, flags);
                 if wait.is_endless() {
@@ -537,9 +506,9 @@ impl Txn {
     /// Start an attempt: pin, take a snapshot.
     #[inline]
     fn begin(&mut self) {
-        self.guard = Some(self.handle.pin());
+        self.guard = Some(self.committer.handle.pin());
         self.rv = crate::clock::snapshot();
-        self.attempt += 1;
+        self.call.attempt += 1;
     }
 
     /// Drop the attempt's state; unpins. Cheap when the attempt used no writes, waits or hooks.
@@ -585,31 +554,11 @@ impl Txn {
         } else {
             catch_unwind(AssertUnwindSafe(|| self.hooks.run_after_commit()))
         };
-        if self.flush_due {
-            self.flush_deferred();
-        }
-        after_attempt(flags, &self.handle);
+        self.committer.flush_if_due();
+        after_attempt(flags, &self.committer.handle);
         if let Err(panic) = hooks {
             resume_unwind(panic);
         }
-    }
-
-    /// After a single operation (`view.rs`) committed: hand due deferred frees to the collector.
-    #[inline]
-    pub(crate) fn finish_single(&mut self) {
-        if self.flush_due {
-            self.flush_deferred();
-        }
-    }
-
-    /// Flush this thread's epoch bag (with the horizon advance in it) to the global queue.
-    /// Collecting may run other threads' deferred drops, which are user code: it happens here,
-    /// outside the transaction, with no lock held and the attempt already committed.
-    #[cold]
-    fn flush_deferred(&mut self) {
-        self.flush_due = false;
-        self.commits_since_flush = 0;
-        self.hand_over_frees();
     }
 
     /// After an abandoned attempt: discard it, unpin, run `on_abort` hooks, then the work the
@@ -632,7 +581,7 @@ impl Txn {
                 drop(unrun);
             }))
         };
-        after_attempt(flags, &self.handle);
+        after_attempt(flags, &self.committer.handle);
         if let Err(panic) = hooks {
             resume_unwind(panic);
         }
@@ -653,11 +602,8 @@ impl Txn {
         if !self.hooks.is_empty() {
             self.hooks.clear();
         }
-        self.attempt = 0;
-        self.blocked = Duration::ZERO;
-        self.update_hint = false;
+        self.call = CallState::default();
         self.forbid_writes = false;
-        self.no_repin = false;
     }
 }
 

@@ -62,11 +62,10 @@ const EXTEND_WAIT_SPINS: u32 = 1;
 /// assert_eq!((a.load(), b.load()), (6, 4));
 /// ```
 pub struct Txn {
-    /// Identifies this thread in lock words and in the starvation gate.
-    pub(crate) owner: u64,
-    /// Where this object's current commit stands, for readers that meet its pending versions
-    /// (`clock.rs`).
-    pub(crate) record: &'static CommitRecord,
+    // The fields up to `call` are the attempt's: its snapshot and pin, its logs, hooks and wait
+    // request, and what it has learnt about itself. They are reset when the attempt ends
+    // (`Txn::clear_attempt`); `call` when the call ends; `committer` lives as long as the
+    // thread's cached object.
     /// The snapshot: reads see the newest versions with `stamp <= rv`.
     pub(crate) rv: u64,
     /// Pins the attempt: every pointer in the logs stays valid while this is `Some`.
@@ -80,9 +79,6 @@ pub struct Txn {
     pub(crate) wait: WaitSpec,
     /// Whether `wait` may hold something (a retry variant ran this attempt).
     pub(crate) wait_used: bool,
-    /// This thread's registration with the epoch collector: pinning through it skips
-    /// crossbeam's own thread-local lookup.
-    pub(crate) handle: LocalHandle,
     /// A read or write of this attempt reported a conflict, or the body aborted: it can never
     /// commit.
     pub(crate) doomed: bool,
@@ -94,32 +90,92 @@ pub struct Txn {
     pub(crate) doomed_at_abort: bool,
     /// The attempt read a version older than the newest one: it must not write.
     pub(crate) stale: bool,
-    /// An earlier attempt of this `atomically` call wrote: extend snapshots eagerly.
-    pub(crate) update_hint: bool,
     /// Set while a `retry_until` predicate runs: the predicate must only read.
     pub(crate) forbid_writes: bool,
     /// This thread holds the priority token (`contention.rs`): wait for held locks instead of
     /// giving up, since every other committer is held at the gate.
     pub(crate) priority: bool,
-    pub(crate) attempt: u32,
-    /// Total time this `atomically` call has spent blocked in retries.
-    pub(crate) blocked: Duration,
-    /// This attempt committed the stamp that advances the horizon: flush the epoch bag after
-    /// the commit (`reclaim.rs`).
-    pub(crate) flush_due: bool,
-    /// Commits since this thread last flushed its epoch bag.
-    pub(crate) commits_since_flush: u32,
-    /// Versions this thread's commits unlinked, not yet deferred (`reclaim.rs`).
-    pub(crate) retired: Retired,
     /// This read-only attempt announced its snapshot and re-pins as it reads (`reclaim.rs`):
     /// its read log is no longer protected by its pin, so it must not write, extend or retry.
     pub(crate) announced: bool,
-    /// An attempt of this `atomically` call re-pinned and then had to write or retry: later
-    /// attempts keep one pin.
+    /// What belongs to the whole call (`atomically` and its siblings), across its attempts.
+    pub(crate) call: CallState,
+    /// What belongs to the thread whose cached object this is, across calls: its identity as a
+    /// committer and its share of reclamation.
+    pub(crate) committer: Committer,
+}
+
+/// What belongs to one call and must survive between its attempts, and, for an asynchronous
+/// call, between its polls, while the thread's cached `Txn` goes back to its cache (it is never
+/// held across a `Pending`: the next poll may come on another thread).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct CallState {
+    /// Attempts begun so far ([`Txn::attempt`]).
+    pub(crate) attempt: u32,
+    /// Total time the call has spent blocked in retries.
+    pub(crate) blocked: Duration,
+    /// An earlier attempt of the call wrote: extend snapshots eagerly.
+    pub(crate) update_hint: bool,
+    /// An attempt of the call re-pinned and then had to write or retry: later attempts keep
+    /// one pin.
     pub(crate) no_repin: bool,
 }
 
-impl Drop for Txn {
+/// The thread's side of a cached `Txn`, kept from call to call: who commits, and what its
+/// commits left for reclamation.
+pub(crate) struct Committer {
+    /// Identifies this thread in lock words and in the starvation gate.
+    pub(crate) owner: u64,
+    /// Where this object's current commit stands, for readers that meet its pending versions
+    /// (`clock.rs`).
+    pub(crate) record: &'static CommitRecord,
+    /// This thread's registration with the epoch collector: pinning through it skips
+    /// crossbeam's own thread-local lookup.
+    pub(crate) handle: LocalHandle,
+    /// Versions this thread's commits unlinked, not yet deferred (`reclaim.rs`).
+    pub(crate) retired: Retired,
+    /// A commit drew the stamp that advances the horizon: flush the epoch bag once the call's
+    /// commit is over (`reclaim.rs`).
+    pub(crate) flush_due: bool,
+    /// Commits since this thread last flushed its epoch bag.
+    pub(crate) commits_since_flush: u32,
+}
+
+impl Committer {
+    fn new(owner: u64) -> Committer {
+        Committer {
+            owner,
+            record: CommitRecord::acquire(),
+            handle: epoch::default_collector().register(),
+            retired: Retired::default(),
+            flush_due: false,
+            commits_since_flush: 0,
+        }
+    }
+
+    /// After a commit: hand this thread's deferred frees to the collector if a commit made it
+    /// due (`Committer::after_publish`).
+    #[inline]
+    pub(crate) fn flush_if_due(&mut self) {
+        if self.flush_due {
+            self.hand_over_frees();
+        }
+    }
+
+    /// Defer this thread's retired versions and hand its epoch bag (with any horizon advance in
+    /// it) to the collector. Collecting may run other threads' deferred drops, which are user
+    /// code: call it outside any attempt, with no lock held.
+    #[cold]
+    pub(crate) fn hand_over_frees(&mut self) {
+        self.flush_due = false;
+        self.commits_since_flush = 0;
+        let guard = self.handle.pin();
+        self.retired.defer(&guard);
+        guard.flush();
+    }
+}
+
+impl Drop for Committer {
     fn drop(&mut self) {
         // Every commit of this object is over (decided or abandoned, its versions final).
         CommitRecord::release(self.record);
@@ -130,18 +186,8 @@ impl Drop for Txn {
 }
 
 impl Txn {
-    /// Defer this thread's retired versions and hand its epoch bag to the collector (which may
-    /// run other threads' deferred drops: call it outside any attempt).
-    pub(crate) fn hand_over_frees(&mut self) {
-        let guard = self.handle.pin();
-        self.retired.defer(&guard);
-        guard.flush();
-    }
-
     pub(crate) fn new(owner: u64) -> Txn {
         Txn {
-            owner,
-            record: CommitRecord::acquire(),
             rv: 0,
             guard: None,
             reads: Vec::new(),
@@ -150,21 +196,15 @@ impl Txn {
             hooks: Hooks::default(),
             wait: WaitSpec::default(),
             wait_used: false,
-            handle: epoch::default_collector().register(),
             doomed: false,
             aborted: None,
             doomed_at_abort: false,
             stale: false,
-            update_hint: false,
             forbid_writes: false,
             priority: false,
-            attempt: 0,
-            blocked: Duration::ZERO,
-            flush_due: false,
-            commits_since_flush: 0,
-            retired: Retired::default(),
             announced: false,
-            no_repin: false,
+            call: CallState::default(),
+            committer: Committer::new(owner),
         }
     }
 
@@ -261,7 +301,7 @@ impl Txn {
     /// garbage for as long as it runs (`reclaim.rs`, "Long readers").
     #[cold]
     fn repin_long_reader(&mut self) {
-        if !self.writes.is_empty() || self.update_hint || self.no_repin || self.priority {
+        if !self.writes.is_empty() || self.call.update_hint || self.call.no_repin || self.priority {
             return;
         }
         if !self.announced {
@@ -279,8 +319,8 @@ impl Txn {
     /// extend or wait. Give it up; the re-run keeps its pin.
     #[cold]
     pub(crate) fn give_up_repinned(&mut self) -> StmError {
-        self.no_repin = true;
-        self.update_hint = true;
+        self.call.no_repin = true;
+        self.call.update_hint = true;
         self.doomed = true;
         StmError::conflict()
     }
@@ -329,8 +369,9 @@ impl Txn {
         head_stamp: u64,
     ) -> StmResult<(&'static Version<T>, u64)> {
         // An announced attempt has read more than `EXTEND_READS_MAX` and written nothing.
-        let may_extend =
-            !self.writes.is_empty() || self.update_hint || self.reads.len() <= EXTEND_READS_MAX;
+        let may_extend = !self.writes.is_empty()
+            || self.call.update_hint
+            || self.reads.len() <= EXTEND_READS_MAX;
         debug_assert!(
             !(may_extend && self.announced),
             "a re-pinned attempt extends"
@@ -372,7 +413,7 @@ impl Txn {
     /// same way for as long as the committer of that version is descheduled (tens of thousands
     /// of re-runs were measured), so it waits like a writer.
     fn await_final_head<T>(&self, var: &TVar<T>) {
-        if self.writes.is_empty() && !self.update_hint {
+        if self.writes.is_empty() && !self.call.update_hint {
             return;
         }
         let mut waited = 0u32;
@@ -452,7 +493,7 @@ impl Txn {
             // A stale read was fine for a read-only attempt; one that writes cannot commit.
             // The next attempt is an update: let it extend its snapshot instead of going stale.
             self.doomed = true;
-            self.update_hint = true;
+            self.call.update_hint = true;
             return Err(StmError::conflict());
         }
         assert!(
@@ -955,10 +996,10 @@ impl Txn {
     /// assert!(timed_out);
     /// ```
     pub fn retry_for(&mut self, timeout: Duration) -> StmResult<()> {
-        if self.blocked >= timeout {
+        if self.call.blocked >= timeout {
             return Ok(());
         }
-        let left = timeout - self.blocked;
+        let left = timeout - self.call.blocked;
         self.wait.timeout = Some(self.wait.timeout.map_or(left, |t| t.min(left)));
         self.wait_used = true;
         Err(StmError::retry(RetryKind::Reads))
@@ -970,7 +1011,7 @@ impl Txn {
     /// assert_eq!(mvstm::atomically(|tx| Ok(tx.attempt())), 1);
     /// ```
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.call.attempt
     }
 
     /// The stamps of `vars` in this attempt's view (its reads, else its snapshot).

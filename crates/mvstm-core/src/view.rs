@@ -140,7 +140,7 @@ where
         refuse_inside(call);
     }
     let mut tx = Cached::take();
-    tx.guard = Some(tx.handle.pin());
+    tx.guard = Some(tx.committer.handle.pin());
     let inner = var.inner();
     let mut spins = 0;
     let result = loop {
@@ -197,7 +197,7 @@ where
     tx.guard = None;
     if result.is_ok() {
         crate::stats::committed(false);
-        tx.finish_single();
+        tx.committer.flush_if_due();
     }
     result
 }
