@@ -450,3 +450,74 @@ fn contended_compare_and_set_gives_back_its_value_intact() {
     drop(v);
     drops.assert_all_dropped("contended updates");
 }
+
+// Ported from ScalaSTM's HistogramSuite (jvm/src/test/scala/scala/concurrent/stm/), the
+// `Array[Ref[Int]]` cases with single operations: "single-op-txn" (every sample through
+// `Ref.View`) and "mix" (half of them), 10K samples. The transactional half over a `TArray` is in
+// `tests/peer_collections.rs`.
+
+/// ScalaSTM's `hash` of the suite.
+fn scala_hash(i: i32, j: i32) -> i32 {
+    let mut h = i.wrapping_mul(37).wrapping_add(j.wrapping_mul(101));
+    h ^= ((h as u32) >> 20) as i32 ^ ((h as u32) >> 12) as i32;
+    h ^ ((h as u32) >> 7) as i32 ^ ((h as u32) >> 4) as i32
+}
+
+/// `HistogramSuite.histogram` over a `Vec` of TVars: a sample is a single operation with
+/// probability `single_pct` (`update` on even `i`, a `compare_and_set` loop on odd, as the
+/// original's `transform` and `compareAndSet`), otherwise part of a transaction of
+/// `samples_per_txn` increments. The buckets then hold every sample.
+fn histogram(buckets: usize, workers: i32, samples_per_worker: i32, single_pct: i32, per_txn: i32) {
+    let hist: Arc<Vec<TVar<i64>>> = Arc::new((0..buckets).map(|_| TVar::new(0)).collect());
+    let bucket = move |a: i32, b: i32| (scala_hash(a, b) % buckets as i32).unsigned_abs() as usize;
+    let handles: Vec<_> = (0..workers)
+        .map(|worker| {
+            let hist = hist.clone();
+            thread::spawn(move || {
+                let mut i = 0;
+                while i < samples_per_worker {
+                    if (scala_hash(i, worker) % 100).abs() < single_pct {
+                        let var = &hist[bucket(worker, i)];
+                        if i % 2 == 0 {
+                            var.update(|n| n + 1);
+                        } else {
+                            let mut x = var.load();
+                            while let Err(now) = var.compare_and_set(&x, x + 1) {
+                                x = now;
+                            }
+                        }
+                        i += 1;
+                    } else {
+                        atomically(|tx| {
+                            let mut j = 0;
+                            while j < per_txn && i + j < samples_per_worker {
+                                tx.modify(&hist[bucket(worker, i + j)], |n| n + 1)?;
+                                j += 1;
+                            }
+                            Ok(())
+                        });
+                        i += per_txn;
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let sum: i64 = atomically(|tx| hist.iter().map(|v| tx.read(v)).sum::<Result<i64, _>>());
+    assert_eq!(sum, i64::from(samples_per_worker * workers));
+}
+
+/// ScalaSTM `HistogramSuite`, "single-op-txn, ... Array[Ref[Int]], 10K" and "mix, ...,
+/// Array[Ref[Int]], 3 incr per txn, 10K", for 1, 30 and 10,000 buckets and 1, 2 and 4 threads
+/// (the original goes up to twice the processors).
+#[test]
+fn scalastm_histogram_with_single_operations() {
+    for buckets in [1, 30, 10_000] {
+        for threads in [1, 2, 4] {
+            histogram(buckets, threads, 10_000 / threads, 100, 1);
+            histogram(buckets, threads, 10_000 / threads, 50, 3);
+        }
+    }
+}
