@@ -515,10 +515,24 @@ impl Txn {
     ///
     /// Everything is cleared even if a pending value's destructor panics; that panic is handed
     /// back, to be resumed once the attempt's hooks ran.
-    #[inline]
+    #[inline(always)]
     #[must_use = "a panic from a value's destructor must be resumed"]
     fn clear_attempt(&mut self) -> Option<Panic> {
         self.reads.clear();
+        self.doomed = false;
+        self.stale = false;
+        // The common case, a read-only attempt that neither aborted nor waited nor re-pinned,
+        // has nothing more to clear than its pin.
+        if !self.writes.is_empty() || self.wait_used || self.announced || self.aborted.is_some() {
+            return self.clear_attempt_rest();
+        }
+        self.guard = None;
+        None
+    }
+
+    #[cold]
+    #[must_use = "a panic from a value's destructor must be resumed"]
+    fn clear_attempt_rest(&mut self) -> Option<Panic> {
         let dropped = if self.writes.is_empty() {
             None
         } else {
@@ -528,9 +542,7 @@ impl Txn {
             self.wait.clear();
             self.wait_used = false;
         }
-        self.doomed = false;
         self.aborted = None;
-        self.stale = false;
         if self.announced {
             self.announced = false;
             crate::reclaim::withdraw(self.rv);
@@ -545,10 +557,19 @@ impl Txn {
     /// The hooks come first: the flush may run other values' destructors, and one that panics
     /// must not unwind past promises already made (a `Lifecycle` claim records its outcome from
     /// an `after_commit` hook). The left-over work runs even if a hook panics.
-    #[inline]
+    #[inline(always)]
     fn finish_committed(&mut self, flags: u8) {
         let dropped = self.clear_attempt();
         debug_assert!(dropped.is_none(), "a commit leaves no pending value");
+        if flags != 0 || !self.hooks.is_empty() || self.committer.flush_due {
+            self.finish_committed_rest(flags);
+        }
+    }
+
+    /// The part of `finish_committed` that a commit without hooks, due flush or left-over work
+    /// skips.
+    #[cold]
+    fn finish_committed_rest(&mut self, flags: u8) {
         let hooks = if self.hooks.is_empty() {
             Ok(())
         } else {
