@@ -87,6 +87,54 @@ fn scalastm_isolated_ref_excepting_transform_writes_nothing() {
     assert_eq!(v.load(), 2);
 }
 
+#[test]
+fn scalastm_isolated_ref_arithmetic_assignments() {
+    // "+= 1", "-= -1" and "*= 2": ScalaSTM's view operators are `transform`s, here `update`.
+    let v = TVar::new(1i32);
+    for i in 1..10 {
+        assert_eq!(v.load(), i);
+        v.update(|x| x + 1);
+    }
+    assert_eq!(v.load(), 10);
+    let w = TVar::new(1i32);
+    for i in 1..10 {
+        assert_eq!(w.load(), i);
+        w.update(|x| x - -1);
+    }
+    assert_eq!(w.load(), 10);
+    let m = TVar::new(1i32);
+    for _ in 1..10 {
+        m.update(|x| x * 2);
+    }
+    assert_eq!(m.load(), 512);
+}
+
+#[test]
+fn scalastm_isolated_ref_await_and_try_await() {
+    // "initially true await", "initially true tryAwait" and "false tryAwait with a zero
+    // timeout": `await(pred)` is a transaction that retries until the predicate holds, and
+    // `tryAwait(timeout)(pred)` the same under `atomically_timeout`.
+    let v = &TVar::new(10i32);
+    let until = |pred: fn(i32) -> bool| {
+        move |tx: &mut mvstm::Txn| {
+            if pred(tx.read(v)?) {
+                Ok(true)
+            } else {
+                retry()
+            }
+        }
+    };
+    assert!(atomically(until(|x| x == 10)));
+    assert_eq!(
+        mvstm::atomically_timeout(Duration::from_secs(10), until(|x| x == 10)),
+        Ok(true)
+    );
+    assert_eq!(
+        mvstm::atomically_timeout(Duration::ZERO, until(|x| x == 20)),
+        Err(mvstm::TimedOut)
+    );
+}
+
 /// ScalaSTM's `AngryEquals`: values whose `==` panics between equal polarities.
 #[derive(Clone, Debug)]
 struct AngryEquals {

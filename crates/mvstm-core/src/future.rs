@@ -164,7 +164,9 @@ fn run_async<T>(
         }
         refuse_nesting();
         let mut tx = Cached::take();
-        tx.resume(&call);
+        // The call's state goes into the thread's cached `Txn` for this poll; `Cached`'s drop
+        // resets it there.
+        tx.call = call;
         let mut contention = Contention::new(tx.committer.owner);
         loop {
             let who = WaiterKind::Task(cx.waker());
@@ -182,7 +184,7 @@ fn run_async<T>(
                         }
                     }
                     Poll::Pending => {
-                        call = tx.suspend();
+                        call = tx.call;
                         wait = Some(registered);
                         // `tx` goes back to the thread's cache here, `contention` gives back
                         // the priority token if it held it (it does not: `attempts` released

@@ -175,18 +175,6 @@ impl Drop for Cached {
     }
 }
 
-impl Cached {
-    /// Continue a call suspended by [`suspend`](Cached::suspend).
-    pub(crate) fn resume(&mut self, call: &CallState) {
-        self.call = *call;
-    }
-
-    /// The call's state, to keep while it waits; `Cached`'s drop resets it in the `Txn`.
-    pub(crate) fn suspend(&self) -> CallState {
-        self.call
-    }
-}
-
 /// How an attempt ended, when it did not commit.
 enum Abandon {
     Conflict,
@@ -530,6 +518,8 @@ impl Txn {
         None
     }
 
+    /// The rest of `clear_attempt`: discarded writes, a wait request, an abort, an announced
+    /// snapshot.
     #[cold]
     #[must_use = "a panic from a value's destructor must be resumed"]
     fn clear_attempt_rest(&mut self) -> Option<Panic> {
