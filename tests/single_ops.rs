@@ -323,6 +323,51 @@ fn every_operation_wakes_waiters() {
 }
 
 #[test]
+fn a_store_waits_for_an_on_commit_hook_that_read_the_variable() {
+    // A committer with an `on_commit` hook holds what it read shared while the hook runs: its
+    // read of `v` must stay true through the hook, so a store of `v` waits until the commit is
+    // over, then goes through.
+    let (v, w) = (TVar::new(0u32), TVar::new(0u32));
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let committer = {
+        let (v, w) = (v.clone(), w.clone());
+        common::spawn_reporting(move || {
+            let (entered_tx, release_rx) = (
+                std::sync::Mutex::new(Some(entered_tx)),
+                std::sync::Mutex::new(Some(release_rx)),
+            );
+            atomically(|tx| {
+                let seen = tx.read(&v)?;
+                tx.write(&w, seen + 1)?;
+                let entered_tx = entered_tx.lock().unwrap().take();
+                let release_rx = release_rx.lock().unwrap().take();
+                tx.on_commit(move || {
+                    if let (Some(entered), Some(release)) = (entered_tx, release_rx) {
+                        entered.send(()).unwrap();
+                        release.recv_timeout(Duration::from_secs(20)).unwrap();
+                    }
+                });
+                Ok(())
+            })
+        })
+    };
+    entered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the hook ran");
+    let storer = {
+        let v = v.clone();
+        common::spawn_reporting(move || v.store(5))
+    };
+    thread::sleep(Duration::from_millis(30));
+    common::still_blocked(&storer, "a store of a variable an on_commit hook holds");
+    release.send(()).unwrap();
+    common::finish(&committer, "the committer");
+    common::finish(&storer, "the store");
+    assert_eq!((v.load(), w.load()), (5, 1));
+}
+
+#[test]
 fn concurrent_updates_and_transactions_lose_nothing() {
     const PER_THREAD: u64 = 20_000;
     let v = TVar::new(0u64);

@@ -148,12 +148,7 @@ where
         if seen.is_locked() {
             // A commit is publishing (or a transaction's commit gave up and will unlock):
             // look again, as a thread waiting for a mutex would.
-            if spins < SPINS_BEFORE_YIELD {
-                spins += 1;
-                spin_hint();
-            } else {
-                yield_now();
-            }
+            back_off(&mut spins);
             continue;
         }
         let guard = tx.pinned();
@@ -185,14 +180,16 @@ where
         if tx.commit_single(var.header(), seen, node.cast()) {
             break Ok(r);
         }
-        // Another commit came first and the node was never linked: take the value back out of
-        // it and free the memory, then read again.
+        // Another commit came first, or a committer with `on_commit` hooks holds the variable
+        // shared (for as long as its hooks run): the node was never linked. Take the value back
+        // out of it and free the memory, then read again after a pause.
         // SAFETY: the node is still ours alone; its value is moved out exactly once, and the
         // memory came from `alloc`.
         unsafe {
             slot = Some(std::ptr::read(&node.as_ref().value));
             crate::alloc::dealloc(node);
         }
+        back_off(&mut spins);
     };
     tx.guard = None;
     if result.is_ok() {
@@ -200,6 +197,17 @@ where
         tx.committer.flush_if_due();
     }
     result
+}
+
+/// Wait a little before looking at the variable again: spin at first, then yield the thread.
+#[inline]
+fn back_off(spins: &mut u32) {
+    if *spins < SPINS_BEFORE_YIELD {
+        *spins += 1;
+        spin_hint();
+    } else {
+        yield_now();
+    }
 }
 
 /// The panic of a single operation called where a transaction runs.
