@@ -27,7 +27,7 @@ use crate::reclaim::Retired;
 use crate::sync::Ordering;
 use crate::tvar::TVar;
 use crate::version::{Header, Version};
-use crossbeam_epoch::{self as epoch, Atomic, Guard, LocalHandle};
+use crossbeam_epoch::{self as epoch, Guard, LocalHandle};
 use smallvec::SmallVec;
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -513,15 +513,8 @@ impl Txn {
             // shadow it.
             shadows = true;
         }
-        let node = crate::alloc::alloc::<Version<T>>();
-        // SAFETY: fresh memory for a `Version<T>`; the write log owns it from here.
-        unsafe {
-            node.write(Version {
-                stamp: crate::sync::AtomicU64::new(0),
-                prev: Atomic::null(),
-                value,
-            })
-        };
+        // The write log owns the node from here.
+        let node = Version::new_unlinked(value);
         self.writes.push(header, node.cast(), shadows);
         Ok(())
     }

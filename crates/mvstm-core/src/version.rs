@@ -195,6 +195,22 @@ impl<T> Inner<T> {
 }
 
 impl<T> Version<T> {
+    /// A new version holding `value`, in memory from the thread's node cache (`alloc.rs`),
+    /// linked nowhere: it is the caller's until [`link`] moves it into a chain (or
+    /// [`drop_pending`] frees it).
+    pub(crate) fn new_unlinked(value: T) -> NonNull<Version<T>> {
+        let node = crate::alloc::alloc::<Version<T>>();
+        // SAFETY: fresh memory for a `Version<T>`, private to us.
+        unsafe {
+            node.write(Version {
+                stamp: AtomicU64::new(0),
+                prev: Atomic::null(),
+                value,
+            })
+        };
+        node
+    }
+
     /// This version's stamp as the snapshot `rv` sees it: final, or above `rv` if its commit is
     /// undecided (`clock::effective_stamp`).
     #[inline]

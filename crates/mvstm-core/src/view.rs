@@ -17,7 +17,6 @@ use crate::runtime::Cached;
 use crate::sync::{spin_hint, yield_now, Ordering};
 use crate::tvar::TVar;
 use crate::version::Version;
-use crossbeam_epoch::Atomic;
 use std::convert::Infallible;
 
 /// Spins on a locked variable before yielding the thread between looks.
@@ -168,15 +167,7 @@ where
         let value = slot
             .take()
             .expect("mvstm internal error: a single operation has no value to write");
-        let node = crate::alloc::alloc::<Version<T>>();
-        // SAFETY: fresh memory for a `Version<T>`, private to us until it is linked.
-        unsafe {
-            node.write(Version {
-                stamp: crate::sync::AtomicU64::new(0),
-                prev: Atomic::null(),
-                value,
-            })
-        };
+        let node = Version::new_unlinked(value);
         if tx.commit_single(var.header(), seen, node.cast()) {
             break Ok(r);
         }
