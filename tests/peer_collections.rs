@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::scala_hash;
+
 use mvstm::collections::{TArray, TChan, TMap, TSet};
 use mvstm::{atomically, retry, StmResult, TVar, Txn};
 use std::collections::HashMap;
@@ -371,12 +373,6 @@ fn scala_tmap_atomicity_violation() {
 }
 
 // ---- ScalaSTM HistogramSuite, with a TArray ----
-
-fn scala_hash(i: i32, j: i32) -> i32 {
-    let mut h = i.wrapping_mul(37).wrapping_add(j.wrapping_mul(101));
-    h ^= ((h as u32) >> 20) as i32 ^ ((h as u32) >> 12) as i32;
-    h ^ ((h as u32) >> 7) as i32 ^ ((h as u32) >> 4) as i32
-}
 
 /// ScalaSTM `HistogramSuite.histogram` with `useTArray` and `singlePct = 0` (the single-op
 /// half uses `Ref.View`, which `TArray` does not expose): workers add `samples_per_txn`

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{on_exiting_thread, panic_message, DropCounter};
+use common::{on_exiting_thread, panic_message, scala_hash, DropCounter};
 use mvstm::{atomically, retry, TVar};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -548,13 +548,6 @@ fn contended_compare_and_set_gives_back_its_value_intact() {
 // `Array[Ref[Int]]` cases with single operations: "single-op-txn" (every sample through
 // `Ref.View`) and "mix" (half of them), 10K samples. The transactional half over a `TArray` is in
 // `tests/peer_collections.rs`.
-
-/// ScalaSTM's `hash` of the suite.
-fn scala_hash(i: i32, j: i32) -> i32 {
-    let mut h = i.wrapping_mul(37).wrapping_add(j.wrapping_mul(101));
-    h ^= ((h as u32) >> 20) as i32 ^ ((h as u32) >> 12) as i32;
-    h ^ ((h as u32) >> 7) as i32 ^ ((h as u32) >> 4) as i32
-}
 
 /// `HistogramSuite.histogram` over a `Vec` of TVars: a sample is a single operation with
 /// probability `single_pct` (`update` on even `i`, a `compare_and_set` loop on odd, as the

@@ -236,3 +236,11 @@ pub fn silence_panics_of<P: Any>() {
         }));
     });
 }
+
+/// The `hash` of ScalaSTM's `HistogramSuite`, for its ports (`tests/peer_collections.rs`,
+/// `tests/single_ops.rs`), so they pick the same buckets as the original.
+pub fn scala_hash(i: i32, j: i32) -> i32 {
+    let mut h = i.wrapping_mul(37).wrapping_add(j.wrapping_mul(101));
+    h ^= ((h as u32) >> 20) as i32 ^ ((h as u32) >> 12) as i32;
+    h ^ ((h as u32) >> 7) as i32 ^ ((h as u32) >> 4) as i32
+}

@@ -445,6 +445,24 @@ fn snapshot_read_vs_two_writers() {
     });
 }
 
+/// A waiter on another thread `retry`s until a flag is set; `set` sets it on this thread. Returns
+/// the waiter's attempts once it is done: if it parked for good, loom reports the deadlock (this
+/// thread joins it).
+fn attempts_of_a_waiter_woken_by(set: impl FnOnce(&TVar<bool>)) -> u32 {
+    let flag = TVar::new(false);
+    let waited = flag.clone();
+    let waiter = spawn(move || {
+        atomically(|tx| {
+            if !tx.read(&waited)? {
+                return retry();
+            }
+            Ok(tx.attempt())
+        })
+    });
+    set(&flag);
+    waiter.join().unwrap()
+}
+
 /// A waiter `retry`s until a flag is set; a writer sets it. The waiter always wakes up: if it
 /// parked for good, loom would report the deadlock (the main thread joins it).
 #[test]
@@ -455,20 +473,9 @@ fn retry_registration_vs_committing_writer() {
         max_bound: None,
     };
     model("retry_registration_vs_committing_writer", cases, |stats| {
-        let flag = TVar::new(false);
-        let waited = flag.clone();
-        let waiter = spawn(move || {
-            atomically(|tx| {
-                if !tx.read(&waited)? {
-                    return retry();
-                }
-                Ok(tx.attempt())
-            })
-        });
-        atomically(|tx| tx.write(&flag, true));
-        let attempts = waiter.join().unwrap();
-        if attempts > 1 {
-            stats.reached(); // the waiter retried, blocked, and was woken
+        // More than one attempt: the waiter retried, blocked, and was woken.
+        if attempts_of_a_waiter_woken_by(|flag| atomically(|tx| tx.write(flag, true))) > 1 {
+            stats.reached();
         }
     });
 }
@@ -484,19 +491,7 @@ fn a_store_wakes_a_retry_waiter() {
         max_bound: None,
     };
     model("a_store_wakes_a_retry_waiter", cases, |stats| {
-        let flag = TVar::new(false);
-        let waited = flag.clone();
-        let waiter = spawn(move || {
-            atomically(|tx| {
-                if !tx.read(&waited)? {
-                    return retry();
-                }
-                Ok(tx.attempt())
-            })
-        });
-        flag.store(true);
-        let attempts = waiter.join().unwrap();
-        if attempts > 1 {
+        if attempts_of_a_waiter_woken_by(|flag| flag.store(true)) > 1 {
             stats.reached();
         }
     });
