@@ -272,7 +272,7 @@ impl Txn {
     /// Step 7: make the linked versions final with stamp `wv`, unlock and wake waiters.
     #[inline]
     fn publish(&mut self, wv: u64) {
-        let guard = self.pinned();
+        let guard = self.pin.guard();
         // From the first link to the last unlock no user code runs (no clone, no drop, no
         // hook, no epoch collection), so nothing can unwind while linked nodes are still in
         // the write log or locks are held.
@@ -299,10 +299,10 @@ impl Txn {
             }
         }
         self.writes.clear_published();
+        self.committer.after_publish(wv, guard);
         if !self.read_holds.is_empty() {
             self.release_reads();
         }
-        self.committer.after_publish(wv, guard);
     }
 
     /// Publish `node` as the new value of the one variable `header`, as a transaction of its
@@ -313,7 +313,7 @@ impl Txn {
     /// These are the steps of `commit_plain` for a write set of one without a read set: the
     /// caller computed the value from the version whose stamp `seen` holds, and locking from
     /// `seen` is the whole validation (the variable cannot change until we unlock). The caller
-    /// is pinned (`self.guard`) and holds a handle to the variable.
+    /// is pinned (`self.pin`) and holds a handle to the variable.
     pub(crate) fn commit_single(
         &mut self,
         header: NonNull<Header>,
@@ -347,7 +347,7 @@ impl Txn {
         while !self.committer.record.try_decide(wv) {
             wv = clock::take_stamp();
         }
-        let guard = self.pinned();
+        let guard = self.pin.guard();
         // SAFETY: we hold the lock, linked the node as the head, and are pinned.
         unsafe {
             (var.ops.finalize)(

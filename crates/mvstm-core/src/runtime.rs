@@ -494,7 +494,7 @@ impl Txn {
     /// Start an attempt: pin, take a snapshot.
     #[inline]
     fn begin(&mut self) {
-        self.guard = Some(self.committer.handle.pin());
+        self.pin_attempt();
         self.rv = crate::clock::snapshot();
         self.call.attempt += 1;
     }
@@ -514,7 +514,7 @@ impl Txn {
         if !self.writes.is_empty() || self.wait_used || self.announced || self.aborted.is_some() {
             return self.clear_attempt_rest();
         }
-        self.guard = None;
+        self.pin.unpin();
         None
     }
 
@@ -537,7 +537,7 @@ impl Txn {
             self.announced = false;
             crate::reclaim::withdraw(self.rv);
         }
-        self.guard = None;
+        self.pin.unpin();
         dropped
     }
 

@@ -68,8 +68,8 @@ pub struct Txn {
     // thread's cached object.
     /// The snapshot: reads see the newest versions with `stamp <= rv`.
     pub(crate) rv: u64,
-    /// Pins the attempt: every pointer in the logs stays valid while this is `Some`.
-    pub(crate) guard: Option<Guard>,
+    /// Pins the attempt: every pointer in the logs stays valid while it is pinned.
+    pub(crate) pin: Pin,
     /// A `Vec` for the reason given on `WriteLog::entries`.
     pub(crate) reads: Vec<ReadEntry>,
     pub(crate) writes: WriteLog,
@@ -185,11 +185,57 @@ impl Drop for Committer {
     }
 }
 
+/// The epoch pin of an attempt.
+///
+/// What is loaded through [`Pin::guard`] borrows the pin, the way crossbeam-epoch's
+/// `Shared<'g, T>` borrows its `Guard`: no version reference can be held across a re-pin or an
+/// unpin (both take `&mut self`), so none can outlive the protection it was loaded under. A
+/// `Txn` method that needs a loaded version and its own other fields at once borrows
+/// `self.pin` alone, which leaves the other fields free.
+pub(crate) struct Pin(Option<Guard>);
+
+impl Pin {
+    /// The guard of the running attempt.
+    #[inline]
+    pub(crate) fn guard(&self) -> &Guard {
+        self.0
+            .as_ref()
+            .expect("a Txn is only used while an attempt runs")
+    }
+
+    /// Pin through this thread's handle (the start of an attempt).
+    #[inline]
+    pub(crate) fn pin(&mut self, handle: &LocalHandle) {
+        self.0 = Some(handle.pin());
+    }
+
+    /// Unpin (the end of an attempt).
+    #[inline]
+    pub(crate) fn unpin(&mut self) {
+        self.0 = None;
+    }
+
+    /// Let the epoch move on (a long reader, `reclaim.rs`): every reference loaded before is
+    /// dead by then, which the borrow on `&mut self` enforces.
+    fn repin(&mut self) {
+        self.0
+            .as_mut()
+            .expect("a Txn is only used while an attempt runs")
+            .repin();
+    }
+}
+
 impl Txn {
+    /// Pin the attempt through this thread's handle.
+    #[inline]
+    pub(crate) fn pin_attempt(&mut self) {
+        self.pin.pin(&self.committer.handle);
+    }
+
     pub(crate) fn new(owner: u64) -> Txn {
         Txn {
             rv: 0,
-            guard: None,
+            pin: Pin(None),
             reads: Vec::new(),
             writes: WriteLog::default(),
             read_holds: Vec::new(),
@@ -206,22 +252,6 @@ impl Txn {
             call: CallState::default(),
             committer: Committer::new(owner),
         }
-    }
-
-    /// The attempt's guard, for loads made while the attempt is pinned.
-    ///
-    /// The returned reference is only used inside the attempt (to load pointers that are then
-    /// dereferenced and dropped before the attempt ends), while `self.guard` stays `Some`.
-    #[inline]
-    pub(crate) fn pinned(&self) -> &'static Guard {
-        let guard = self
-            .guard
-            .as_ref()
-            .expect("a Txn is only used while an attempt runs");
-        // SAFETY: the guard lives in `self.guard` from `begin` to `clear_attempt`; every use of
-        // the reference happens within that span (module docs of `log.rs`: nothing loaded
-        // through it outlives the attempt), so widening its lifetime never lets it dangle.
-        unsafe { &*(guard as *const Guard) }
     }
 
     /// Read a variable: its value in this transaction's snapshot, or its buffered write.
@@ -266,7 +296,7 @@ impl Txn {
             let head = unsafe {
                 var.inner()
                     .head
-                    .load(Ordering::Acquire, self.pinned())
+                    .load(Ordering::Acquire, self.pin.guard())
                     .deref()
             };
             // Acquire: pairs with the Release store of a final stamp. A pending stamp has the
@@ -309,10 +339,7 @@ impl Txn {
             crate::reclaim::announce(self.rv);
             self.announced = true;
         }
-        self.guard
-            .as_mut()
-            .expect("a Txn is only used while an attempt runs")
-            .repin();
+        self.pin.repin();
     }
 
     /// The attempt re-pinned, so its read log may name freed variables: it cannot write,
@@ -343,7 +370,7 @@ impl Txn {
                 return Ok(f(&node.value));
             }
         }
-        let guard = self.pinned();
+        let guard = self.pin.guard();
         // SAFETY: pinned for the attempt; a head is never null.
         // Acquire: pairs with the Release head store of `publish` (node fields initialised).
         let head = unsafe { var.inner().head.load(Ordering::Acquire, guard).deref() };
@@ -352,7 +379,18 @@ impl Txn {
         let (version, stamp) = if stamp <= self.rv {
             (head, stamp)
         } else {
-            self.read_slow(var, stamp)?
+            self.read_slow(var, stamp)?;
+            // Borrow the pin alone: `stale` is set while the version is held.
+            let guard = self.pin.guard();
+            // SAFETY: pinned for the attempt and `rv` is a snapshot taken while pinned.
+            let (version, stamp) = unsafe { var.version_at(self.rv, guard) };
+            // Acquire: as in `read_with`.
+            // SAFETY: as above; the head is never null.
+            let head = unsafe { var.inner().head.load(Ordering::Acquire, guard).deref() };
+            if !std::ptr::eq(version, head) {
+                self.stale = true;
+            }
+            (version, stamp)
         };
         // `f` runs before logging, as in `read_with`.
         let value = f(&version.value);
@@ -360,14 +398,15 @@ impl Txn {
         Ok(value)
     }
 
-    /// The head is newer than the snapshot, or pending: extend the snapshot, or read the older
-    /// version. Returns the version and its stamp.
+    /// The head is newer than the snapshot, or pending: extend the snapshot if the attempt may,
+    /// or fail the attempt if it wrote already; the caller then reads the newest version under
+    /// the snapshot.
     #[cold]
     fn read_slow<T: Clone + Send + Sync + 'static>(
         &mut self,
         var: &TVar<T>,
         head_stamp: u64,
-    ) -> StmResult<(&'static Version<T>, u64)> {
+    ) -> StmResult<()> {
         // An announced attempt has read more than `EXTEND_READS_MAX` and written nothing.
         let may_extend = !self.writes.is_empty()
             || self.call.update_hint
@@ -385,20 +424,7 @@ impl Txn {
             self.doomed = true;
             return Err(StmError::conflict());
         }
-        // SAFETY: pinned for the attempt and `rv` is a snapshot taken while pinned.
-        let (version, stamp) = unsafe { var.version_at(self.rv, self.pinned()) };
-        // Acquire: as in `read`.
-        // SAFETY: as above; the head is never null.
-        let head = unsafe {
-            var.inner()
-                .head
-                .load(Ordering::Acquire, self.pinned())
-                .deref()
-        };
-        if !std::ptr::eq(version, head) {
-            self.stale = true;
-        }
-        Ok((version, stamp))
+        Ok(())
     }
 
     /// The head of `var` is pending: its committer is between linking it and deciding its
@@ -422,7 +448,7 @@ impl Txn {
             let head = unsafe {
                 var.inner()
                     .head
-                    .load(Ordering::Acquire, self.pinned())
+                    .load(Ordering::Acquire, self.pin.guard())
                     .deref()
             };
             if head.stamp.load(Ordering::Acquire) & PENDING == 0 {
@@ -1032,7 +1058,7 @@ impl Txn {
             Some(r) => r.stamp,
             // SAFETY: live per the contract; pinned for the attempt, and `rv` is a snapshot
             // taken while pinned (or announced).
-            None => unsafe { (header.as_ref().ops.stamp_at)(header, self.rv, self.pinned()) },
+            None => unsafe { (header.as_ref().ops.stamp_at)(header, self.rv, self.pin.guard()) },
         }
     }
 }

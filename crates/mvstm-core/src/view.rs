@@ -139,7 +139,7 @@ where
         refuse_inside(call);
     }
     let mut tx = Cached::take();
-    tx.guard = Some(tx.committer.handle.pin());
+    tx.pin_attempt();
     let inner = var.inner();
     let mut spins = 0;
     let result = loop {
@@ -150,7 +150,7 @@ where
             back_off(&mut spins);
             continue;
         }
-        let guard = tx.pinned();
+        let guard = tx.pin.guard();
         // Acquire: pairs with the Release store that linked the head.
         let head = inner.head.load(Ordering::Acquire, guard);
         // SAFETY: a head is never null, and we are pinned, so it is not freed under us.
@@ -182,7 +182,7 @@ where
         }
         back_off(&mut spins);
     };
-    tx.guard = None;
+    tx.pin.unpin();
     if result.is_ok() {
         crate::stats::committed(false);
         tx.committer.flush_if_due();
