@@ -39,6 +39,9 @@ const FULL_TRIM_EVERY: u32 = 64;
 #[cfg(loom)]
 const FULL_TRIM_EVERY: u32 = 2;
 
+/// [`Header::below_head`] of a chain of one version.
+const NONE_BELOW: u64 = u64::MAX;
+
 /// One committed (or, while in a write log, private) value of a TVar.
 pub(crate) struct Version<T> {
     /// The commit stamp, or while its commit is undecided the record of that commit with the
@@ -81,6 +84,10 @@ pub(crate) struct Header {
     holders: AtomicU32,
     /// Writes since the last full trim of the chain; only the lock holder touches it.
     pub(crate) writes_since_trim: AtomicU32,
+    /// The stamp of the version directly below the head, or [`NONE_BELOW`]; only the lock
+    /// holder touches it. A publish reads it to decide, without touching that version's memory
+    /// (most likely written by another core, long ago), whether a quick trim can cut there.
+    below_head: AtomicU64,
     /// Handles (`TVar`s and `ErasedRef`s) of the variable (`tvar.rs`).
     pub(crate) refs: AtomicUsize,
     pub(crate) ops: &'static VarOps,
@@ -97,6 +104,7 @@ impl Header {
             waiters: AtomicU32::new(0),
             holders: AtomicU32::new(0),
             writes_since_trim: AtomicU32::new(0),
+            below_head: AtomicU64::new(NONE_BELOW),
             refs: AtomicUsize::new(1),
             ops,
             #[cfg(loom)]
@@ -286,7 +294,13 @@ pub(crate) unsafe fn finalize<T>(
     version.stamp.store(stamp, Ordering::Release);
     let old = Shared::from(covered as *const Version<T>);
     // SAFETY: lock held, pinned, `old` is the version the node covers (`link` returned it).
-    unsafe { trim(&inner.header, old, guard, retired) };
+    let covered_stamp = unsafe { trim(&inner.header, old, guard, retired) };
+    // Relaxed: only lock holders touch it, and the lock orders them. The version directly below
+    // the head is now the one the node covers: trims never take it out (they start at it).
+    inner
+        .header
+        .below_head
+        .store(covered_stamp, Ordering::Relaxed);
 }
 
 /// # Safety
@@ -375,18 +389,40 @@ pub(crate) unsafe fn destroy<T>(header: NonNull<Header>) {
 pub(crate) type VersionPtr<'g, T> = Shared<'g, Version<T>>;
 
 /// Cut the versions below the newest one with `stamp <= HORIZON` (or under the oldest snapshot
-/// a long reader announced), starting at `from`.
+/// a long reader announced), starting at `from`, the version just covered. Returns the stamp of
+/// `from`.
+///
+/// A quick trim (most writes) looks at `from` and, only if the stamp the header keeps for it
+/// says the cut is there, at the version below; a full trim (every `FULL_TRIM_EVERY` writes)
+/// walks down to the horizon.
 ///
 /// # Safety
 ///
-/// The caller holds the lock of the TVar `header` (whose chain `from` is in) and is pinned by
-/// `guard`.
-unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &Guard, retired: &mut Retired) {
+/// The caller holds the lock of the TVar `header` (whose chain `from` is in, directly below the
+/// head) and is pinned by `guard`.
+unsafe fn trim<T>(
+    header: &Header,
+    from: VersionPtr<'_, T>,
+    guard: &Guard,
+    retired: &mut Retired,
+) -> u64 {
     let (horizon, floor) = reclaim::trim_bounds();
     // Relaxed: only the lock holder reads or writes the counter, and the lock orders holders.
     let writes = header.writes_since_trim.load(Ordering::Relaxed) + 1;
     let full = writes >= FULL_TRIM_EVERY;
-    let limit = if full { usize::MAX } else { QUICK_WALK };
+    // SAFETY: pinned; `from` was the head, and a head is never null.
+    let covered_stamp = unsafe { from.deref() }.final_stamp();
+    let limit = if full {
+        usize::MAX
+    } else if covered_stamp <= floor
+        // Relaxed: as for the counter. The stamp of the version below `from`.
+        || header.below_head.load(Ordering::Relaxed) <= floor
+    {
+        QUICK_WALK
+    } else {
+        // Nothing to cut within reach: leave the version below untouched.
+        0
+    };
     let mut cur = from;
     for _ in 0..limit {
         // SAFETY: pinned; nodes reachable from the head are live.
@@ -398,19 +434,20 @@ unsafe fn trim<T>(header: &Header, from: VersionPtr<'_, T>, guard: &Guard, retir
             // SAFETY: forwarded contract; `version` is the newest under the horizon.
             unsafe { trim_between_announced(version, guard, retired) };
             header.writes_since_trim.store(0, Ordering::Relaxed);
-            return;
+            return covered_stamp;
         }
         if stamp <= floor {
             // SAFETY: forwarded contract; every snapshot stops at `version` or above.
             unsafe { cut_below(version, guard, retired) };
             header.writes_since_trim.store(0, Ordering::Relaxed);
-            return;
+            return covered_stamp;
         }
         // Acquire: the older node was published with Release before it was linked below.
         cur = version.prev.load(Ordering::Acquire, guard);
     }
     let writes = if full { 0 } else { writes };
     header.writes_since_trim.store(writes, Ordering::Relaxed);
+    covered_stamp
 }
 
 /// Below `kept`, the newest version under the horizon, keep only the newest version under each
