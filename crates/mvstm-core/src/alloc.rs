@@ -17,8 +17,12 @@
 //! So a full stack is handed whole to a per-class *depot* and the thread goes on with an empty
 //! one, and an empty stack takes a full one from the depot before it asks the global allocator
 //! (Bonwick's magazines): one lock per [`CAP`] blocks moves memory from the threads that free to
-//! the threads that allocate. The depot keeps at most [`DEPOT_FULL`] full stacks per class;
-//! beyond that their blocks go back to the global allocator.
+//! the threads that allocate. The depot keeps at most [`DEPOT_BYTES`] of full stacks per class;
+//! beyond that their blocks go back to the global allocator. The bound is in bytes because the
+//! bursts scale with the reclamation lag, not with the block size: with more threads than cores,
+//! a descheduled pinned thread holds the epoch back for a whole round of the scheduler, and the
+//! tens of thousands of versions retired meanwhile are freed at once (a count of 64 magazines
+//! sent most of such a burst back to glibc, and the next allocations into its slow paths).
 //!
 //! Under loom the cache is off and every block goes to the global allocator: it is memory
 //! private to one thread, with nothing to model, and the version frees that crossbeam-epoch runs
@@ -38,9 +42,16 @@ const CLASSES: usize = MAX_SIZE / 8;
 /// Free blocks kept per class and thread: the size of one magazine.
 const CAP: usize = 512;
 
-/// Full magazines the depot keeps per class.
+/// Bytes of blocks the depot keeps in full magazines, per class: 8 MiB, 682 magazines of
+/// 24-byte blocks (a `Version<i64>`), 64 of 256-byte ones.
 #[cfg(not(loom))]
-const DEPOT_FULL: usize = 64;
+const DEPOT_BYTES: usize = 8 << 20;
+
+/// How many full magazines the depot keeps for `class`.
+#[cfg(not(loom))]
+fn depot_full(class: usize) -> usize {
+    DEPOT_BYTES / (CAP * layout_of(class).size())
+}
 
 /// A stack of free blocks of one class, moved between threads whole.
 #[cfg(not(loom))]
@@ -91,7 +102,7 @@ fn spill(stack: &mut Vec<NonNull<u8>>, class: usize) {
         .pop()
         .map_or_else(|| Vec::with_capacity(CAP), |Magazine(v)| v);
     let mut full = std::mem::replace(stack, empty);
-    if depot.full.len() < DEPOT_FULL {
+    if depot.full.len() < depot_full(class) {
         depot.full.push(Magazine(full));
         return;
     }
