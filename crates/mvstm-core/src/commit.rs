@@ -377,12 +377,9 @@ impl Committer {
     #[cfg_attr(loom, allow(clippy::modulo_one))] // `HORIZON_EVERY` is 1 under loom
     fn after_publish(&mut self, wv: u64, guard: &Guard) {
         // One stamp in `HORIZON_EVERY`, whoever commits it, moves the horizon: a per-thread
-        // count would never fire for threads that commit rarely. Only a defer here (it runs no
-        // deferred function); the flush, which may run other threads' drops, happens after the
-        // commit, outside the transaction (`Txn::finish_committed`).
+        // count would never fire for threads that commit rarely.
         if wv % reclaim::HORIZON_EVERY == 0 {
-            reclaim::defer_horizon_advance(guard);
-            self.flush_due = true;
+            reclaim::advance_horizon(wv);
         }
         if self.retired.len() >= reclaim::RETIRE_BATCH {
             self.retired.defer(guard);

@@ -3,15 +3,28 @@
 //! A version is garbage once a newer version of the same TVar is old enough that every running
 //! and future snapshot reads it (or something newer). We call that bound the *horizon*:
 //!
-//! > Every transaction that is pinned now, or pins later, has a snapshot `rv >= HORIZON`.
+//! > Every attempt that runs now, or starts later, has a snapshot `rv >= HORIZON`, except long
+//! > readers, whose snapshots are announced instead (below).
 //!
-//! The horizon advances through crossbeam-epoch. The committer of every [`HORIZON_EVERY`]th stamp
-//! reads the clock, `v`, defers `HORIZON = max(HORIZON, v)`, and hands its bag to the global queue
-//! once its commit is over. The deferred function runs only after every thread pinned at the
-//! time of the defer has unpinned, and a thread that pins after that point loads the clock after
-//! its pin's `SeqCst` fence, so it sees at least `v` (the same argument that makes epoch
-//! reclamation sound: what happened before the defer is visible to late pinners). A snapshot is
-//! always taken while pinned, so the invariant holds.
+//! Each thread's transaction object owns a [`Slot`], a word on its own cache line. An attempt
+//! *enters* it when it begins ([`Slot::enter`]): it stores a clock value `c` there (`SeqCst`),
+//! then loads the clock again (`SeqCst`) for its snapshot, so `rv >= c`; it *leaves* (stores
+//! `IDLE`) when it ends. The committer of every [`HORIZON_EVERY`]th stamp `wv` then reads every
+//! slot (`SeqCst`) and sets `HORIZON = max(HORIZON, min(wv, slots))` ([`advance_horizon`]).
+//! Why that holds the invariant: the stamp is a `SeqCst` read-modify-write before the committer's
+//! slot loads, and the slot store is before the attempt's snapshot load, all in the single
+//! `SeqCst` order. Either the committer's load of a slot comes after the slot store, and the
+//! minimum is at most `c <= rv`; or it comes before, and then so does the stamp, and the
+//! attempt's snapshot load, later in the order, returns at least `wv` (the store-buffering shape
+//! of retry registration, `parking.rs`). Attempts that start later load a clock `>= wv`.
+//!
+//! So the horizon trails the oldest snapshot that runs, and no more: a thread descheduled in the
+//! middle of an attempt holds it at its own snapshot. It used to advance through crossbeam-epoch
+//! (a deferred `HORIZON = v`, run once every thread pinned at the time had unpinned, twice over),
+//! which with more threads than cores waited for every descheduled pinned thread to run again:
+//! the horizon then trailed the clock by about 32,000 stamps at 8 threads on 2 cores, where it
+//! now trails by the one scheduling round a descheduled attempt waits. The epoch still decides
+//! when a version that was cut may be *freed* (readers may stand on it).
 //!
 //! A committing writer then trims, while it holds the TVar's lock (`version.rs`): it looks for the
 //! newest version with `stamp <= HORIZON` below the version it just covered (which every
@@ -22,22 +35,24 @@
 //! TVar's lock with a `swap`, so only one thread owns a tail.
 //!
 //! A chain therefore holds the versions newer than the horizon plus a bounded number more:
-//! memory stays bounded under constant overwrites. A thread that stays pinned holds the horizon
-//! back, which is why a blocked `retry` unpins before it parks.
+//! memory stays bounded under constant overwrites. A running attempt holds the horizon back,
+//! which is why a blocked `retry` ends its attempt (unpins and leaves its slot) before it parks.
 //!
 //! # Long readers
 //!
 //! A read-only transaction that reads a lot would hold the horizon (and every deferred free)
 //! back for as long as it runs. Instead, once it has read [`REPIN_READS`] variables it
-//! *announces* its snapshot here and from then on re-pins every [`REPIN_READS`] reads, so the
-//! epoch and the horizon move on without it. Its own versions stay safe because trimming keeps,
+//! *announces* its snapshot here, leaves its slot, and from then on re-pins every
+//! [`REPIN_READS`] reads, so the epoch and the horizon move on without it. Its own versions stay
+//! safe because trimming keeps,
 //! besides the newest version under the horizon, the newest version under every announced
 //! snapshot, and cuts below the oldest of them:
 //!
 //! - A trimmer that loaded a horizon above an announced snapshot `r` sees the announcement: the
-//!   reader announced while pinned with `r >= HORIZON`, so the horizon only passed `r` through
-//!   an epoch advance after the reader's re-pin, which the Acquire load of `HORIZON`
-//!   synchronises with.
+//!   reader's slot held the horizon at or below `r` until it left it (a Release store, after
+//!   the announcement), so the advance that passed `r` read the slot idle, synchronised with
+//!   that store, and published the horizon with Release, which the trimmer's Acquire load of
+//!   `HORIZON` synchronises with.
 //! - A trimmer with a horizon `<= r` never touches what `r` needs (it only unlinks versions
 //!   below the newest one under the horizon).
 //!
@@ -59,6 +74,7 @@
 use crate::clock;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use crossbeam_epoch::Guard;
+use crossbeam_utils::CachePadded;
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 
@@ -95,19 +111,86 @@ pub(crate) const HORIZON_EVERY: u64 = 256;
 #[cfg(loom)]
 pub(crate) const HORIZON_EVERY: u64 = 1;
 
-/// Schedule a horizon advance to the current clock.
-///
-/// Only defers (a defer runs no deferred function); the caller flushes its bag to the global
-/// queue later, outside the commit, because collecting runs other threads' deferred drops,
-/// which are user code.
-pub(crate) fn defer_horizon_advance(guard: &Guard) {
-    let v = clock::snapshot();
-    let horizon = crate::sync::keep(&HORIZON);
-    // Release: pairs with the Acquire in `trim`, so a trimming writer that sees the new horizon
-    // also sees everything the epoch advance synchronised with.
-    guard.defer(move || {
-        horizon.fetch_max(v, Ordering::Release);
-    });
+/// A thread's snapshot slot: while an attempt of the thread runs, a lower bound of its
+/// snapshot; [`IDLE`] otherwise (module docs).
+pub(crate) struct Slot(CachePadded<AtomicU64>);
+
+/// The word of a slot whose thread runs no attempt.
+const IDLE: u64 = u64::MAX;
+
+// Every slot ever made, for the horizon advance to read, and the slots of dropped transaction
+// objects, for the next ones. Slots are never freed (a reader of the registry may look at one
+// whenever it likes). Under loom every transaction object leaks a slot of its own, as for
+// commit records: a pool would outlive the model's execution.
+crate::sync::global! {
+    static SLOTS: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
+}
+#[cfg(not(loom))]
+static FREE_SLOTS: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
+
+impl Slot {
+    /// A slot from the pool, or a new one registered for the horizon advance; idle.
+    pub(crate) fn acquire() -> &'static Slot {
+        #[cfg(not(loom))]
+        if let Some(slot) = FREE_SLOTS.lock().pop() {
+            return slot;
+        }
+        let slot: &'static Slot = Box::leak(Box::new(Slot(CachePadded::new(AtomicU64::new(IDLE)))));
+        SLOTS.lock().push(slot);
+        slot
+    }
+
+    /// Give an idle slot back to the pool.
+    pub(crate) fn release(slot: &'static Slot) {
+        debug_assert_eq!(slot.0.load(Ordering::Relaxed), IDLE);
+        #[cfg(not(loom))]
+        FREE_SLOTS.lock().push(slot);
+        #[cfg(loom)]
+        let _ = slot;
+    }
+
+    /// Take a snapshot for an attempt and hold the horizon at or below it until [`Slot::leave`].
+    ///
+    /// The slot gets a clock value first, and the snapshot is a second load of the clock after
+    /// it (module docs): an advance that does not see the slot comes before the slot's write in
+    /// the `SeqCst` order, so the second load returns at least that advance's bound.
+    #[inline]
+    pub(crate) fn enter(&self) -> u64 {
+        let bound = clock::snapshot();
+        // SeqCst: one side of the store-buffering argument with `advance_horizon`.
+        self.0.store(bound, Ordering::SeqCst);
+        crate::sync::seq_cst_point();
+        clock::snapshot_seq_cst()
+    }
+
+    /// The attempt is over (or, a long reader, is protected by its announcement instead): stop
+    /// holding the horizon.
+    ///
+    /// Release: a horizon advance that reads `IDLE` sees what the thread did before, in
+    /// particular a long reader's announcement (module docs).
+    #[inline]
+    pub(crate) fn leave(&self) {
+        self.0.store(IDLE, Ordering::Release);
+    }
+}
+
+/// Move the horizon to the oldest snapshot a running attempt may read, or to `wv` if none is
+/// older. The caller took the stamp `wv` with the clock's `SeqCst` read-modify-write just
+/// before (module docs). Reads every slot: the committer of one stamp in [`HORIZON_EVERY`] calls
+/// it.
+pub(crate) fn advance_horizon(wv: u64) {
+    // The stamp's RMW comes before the slot loads in the `SeqCst` order (what loom needs spelled
+    // out, see `sync.rs`); the attempts' side is in `Slot::enter`.
+    crate::sync::seq_cst_point();
+    let oldest = SLOTS
+        .lock()
+        .iter()
+        // SeqCst: the other side of `Slot::enter`; Acquire for `Slot::leave`.
+        .map(|slot| slot.0.load(Ordering::SeqCst))
+        .fold(wv, u64::min);
+    // Release: pairs with the Acquire in `trim_bounds`, so a trimmer that sees the new horizon
+    // also sees the announcements of the long readers whose slots the advance found idle.
+    HORIZON.fetch_max(oldest, Ordering::Release);
 }
 
 /// Announce the snapshot `rv` of a long reader. The caller is pinned and took `rv` while pinned.

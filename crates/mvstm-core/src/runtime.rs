@@ -495,7 +495,7 @@ impl Txn {
     #[inline]
     fn begin(&mut self) {
         self.pin_attempt();
-        self.rv = crate::clock::snapshot();
+        self.rv = self.committer.slot.enter();
         self.call.attempt += 1;
     }
 
@@ -515,6 +515,7 @@ impl Txn {
             return self.clear_attempt_rest();
         }
         self.pin.unpin();
+        self.committer.slot.leave();
         None
     }
 
@@ -538,6 +539,7 @@ impl Txn {
             crate::reclaim::withdraw(self.rv);
         }
         self.pin.unpin();
+        self.committer.slot.leave();
         dropped
     }
 

@@ -11,7 +11,6 @@
 //! | [`Mutex`] | `parking_lot::Mutex` | a wrapper of `loom::sync::Mutex` with the same `lock` |
 //! | `thread_local!` | std's | loom's (one value per modelled thread) |
 //! | [`global!`] statics | a plain `static` | a `loom::lazy_static!` (an `Arc`), new in every execution |
-//! | [`keep`] | the `&'static` | a clone of that `Arc` (statics die before the last deferred drop) |
 //! | `current`, `park`, `Thread` | `std::thread` | `loom::thread` |
 //! | [`park_timeout`] | `std::thread::park_timeout` | a yield: loom has no time, a timed wait is a wait that may end at any point |
 //! | [`Instant`] | `std::time::Instant` | a clock that never moves: no deadline ever passes |
@@ -110,28 +109,11 @@ pub(crate) fn seq_cst_point() {
     loom::sync::atomic::fence(Ordering::SeqCst);
 }
 
-/// A handle on a [`global!`] static that a deferred function can carry.
-///
-/// Normal builds: the `&'static` itself.
-#[cfg(not(loom))]
-#[inline]
-pub(crate) fn keep<T>(global: &'static T) -> &'static T {
-    global
-}
-
-/// Under loom a static lives for one execution and is dropped before the last threads tear
-/// down, whose epoch handles run the deferred functions still queued: those hold the value
-/// through a counted reference instead.
-#[cfg(loom)]
-pub(crate) fn keep<T>(global: &std::sync::Arc<T>) -> std::sync::Arc<T> {
-    global.clone()
-}
-
 /// Declare a `static` with a constant initializer.
 ///
 /// Normal builds get the plain `static`. Under loom, atomics are not `const`-constructible and
 /// must not outlive one execution of a model, so the static is a `loom::lazy_static!` holding
-/// the value behind an `Arc` (see [`keep`]), built again for every execution. Method calls,
+/// the value behind an `Arc`, built again for every execution. Method calls,
 /// indexing and `&NAME` work on both. A second initializer after `loom:` replaces the first
 /// under loom, for initializers that need `const` there.
 macro_rules! global {

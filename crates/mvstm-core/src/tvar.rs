@@ -5,7 +5,6 @@
 //! in its logs. Dropping the last handle defers the free with crossbeam-epoch, and transactions
 //! stay pinned for their whole attempt, so a logged pointer is valid until the attempt ends.
 
-use crate::clock;
 use crate::reclaim;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::version::{
@@ -93,15 +92,18 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
             // Inside a body or `on_commit` hook the thread is pinned by the running attempt;
             // pinning again through crossbeam's default handle could collect garbage and run
             // other values' destructors inside the transaction.
-            let rv = clock::snapshot();
             // SAFETY: the attempt's pin protects this thread's loads until the attempt ends,
-            // which is after this call returns; `rv` is a snapshot taken while pinned.
-            return unsafe { self.version_at(rv, epoch::unprotected()).0.value.clone() };
+            // which is after this call returns.
+            return unsafe {
+                self.inner()
+                    .newest_committed(epoch::unprotected())
+                    .value
+                    .clone()
+            };
         }
         let guard = epoch::pin();
-        let rv = clock::snapshot();
-        // SAFETY: we are pinned by `guard` for the whole walk.
-        unsafe { self.version_at(rv, &guard).0.value.clone() }
+        // SAFETY: we are pinned by `guard` until the clone is made.
+        unsafe { self.inner().newest_committed(&guard).value.clone() }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::error::{AbortCause, AbortError, RetryKind, StmError, StmResult};
 use crate::hooks::Hooks;
 use crate::lock::LockWord;
 use crate::log::{ReadEntry, WriteLog};
-use crate::reclaim::Retired;
+use crate::reclaim::{Retired, Slot};
 use crate::sync::Ordering;
 use crate::tvar::TVar;
 use crate::version::{Header, Version};
@@ -129,6 +129,9 @@ pub(crate) struct Committer {
     /// Where this object's current commit stands, for readers that meet its pending versions
     /// (`clock.rs`).
     pub(crate) record: &'static CommitRecord,
+    /// Holds the reclamation horizon at or below the snapshot of the attempt that runs
+    /// (`reclaim.rs`).
+    pub(crate) slot: &'static Slot,
     /// This thread's registration with the epoch collector: pinning through it skips
     /// crossbeam's own thread-local lookup.
     pub(crate) handle: LocalHandle,
@@ -146,6 +149,7 @@ impl Committer {
         Committer {
             owner,
             record: CommitRecord::acquire(),
+            slot: Slot::acquire(),
             handle: epoch::default_collector().register(),
             retired: Retired::default(),
             flush_due: false,
@@ -179,6 +183,8 @@ impl Drop for Committer {
     fn drop(&mut self) {
         // Every commit of this object is over (decided or abandoned, its versions final).
         CommitRecord::release(self.record);
+        // No attempt runs: the slot is idle.
+        Slot::release(self.slot);
         if self.retired.len() > 0 {
             self.hand_over_frees();
         }
@@ -338,6 +344,9 @@ impl Txn {
             // Pinned, with `rv` taken while pinned: the horizon is `<= rv` until we re-pin.
             crate::reclaim::announce(self.rv);
             self.announced = true;
+            // The announcement protects the snapshot from here on; the slot would hold the
+            // horizon back for as long as the reader runs.
+            self.committer.slot.leave();
         }
         self.pin.repin();
     }

@@ -200,6 +200,30 @@ impl<T> Inner<T> {
             cur = version.prev.load(Ordering::Acquire, guard);
         }
     }
+
+    /// The newest committed version, for a reader that takes no snapshot (`TVar::load`): the
+    /// head, or, while the head's commit is undecided or was abandoned, the version it covers.
+    ///
+    /// The version below the head is never trimmed while it is there (trims start at it), so
+    /// this needs no snapshot to hold the horizon back, only the pin.
+    ///
+    /// # Safety
+    ///
+    /// The caller is pinned; the returned borrow must not outlive the pin.
+    #[inline]
+    pub(crate) unsafe fn newest_committed<'g>(&self, guard: &'g Guard) -> &'g Version<T> {
+        // Acquire: as in `version_at`.
+        // SAFETY: a head is never null, and we are pinned.
+        let head = unsafe { self.head.load(Ordering::Acquire, guard).deref() };
+        // Acquire: as in `version_at`.
+        let field = head.stamp.load(Ordering::Acquire);
+        if clock::is_committed(field, || head.stamp.load(Ordering::Acquire)) {
+            return head;
+        }
+        // SAFETY: a pending or abandoned head was linked above the version it covers, whose
+        // link it keeps; we are pinned, so that version is not freed under us.
+        unsafe { head.prev.load(Ordering::Acquire, guard).deref() }
+    }
 }
 
 impl<T> Version<T> {
