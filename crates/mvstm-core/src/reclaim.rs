@@ -140,9 +140,11 @@ impl Slot {
         slot
     }
 
-    /// Give an idle slot back to the pool.
+    /// Give a slot back to the pool; its owner runs no attempt any more.
     pub(crate) fn release(slot: &'static Slot) {
-        debug_assert_eq!(slot.0.load(Ordering::Relaxed), IDLE);
+        // Idle already, unless the owner was dropped in the middle of an attempt: a pooled slot
+        // must not hold the horizon back.
+        slot.leave();
         #[cfg(not(loom))]
         FREE_SLOTS.lock().push(slot);
         #[cfg(loom)]
