@@ -115,7 +115,7 @@ mutate single_store_skips_the_wake a_store_wakes_a_retry_waiter \
 mutate single_update_locks_any_word update_and_compare_and_set_vs_a_transaction \
     crates/mvstm-core/src/commit.rs \
     's/if !var\.lock\.try_lock_from_unlocked\(seen, self\.committer\.owner\) \{/let seen = var.lock.load();\n        if seen.is_locked() || !var.lock.try_lock_from_unlocked(seen, self.committer.owner) {/'
-mutate snapshot_taken_before_the_slot reclamation_vs_reader_holding_an_old_snapshot \
+mutate snapshot_taken_before_the_slot a_starting_snapshot_holds_the_horizon_back \
     crates/mvstm-core/src/reclaim.rs \
     's/crate::sync::seq_cst_point\(\);\n(\s*)clock::snapshot_seq_cst\(\)/crate::sync::seq_cst_point();\n$1bound/'
 mutate horizon_ignores_the_slots reclamation_vs_reader_holding_an_old_snapshot \

@@ -1095,6 +1095,65 @@ fn reclamation_vs_reader_holding_an_old_snapshot() {
     );
 }
 
+/// A reader's snapshot survives horizon advances that run while it starts. The reader takes its
+/// snapshot while the writer overwrites `v` twice (each commit moves the horizon under loom),
+/// reads `u`, lets the writer change `u`, and only then reads `v`: it cannot extend its snapshot
+/// past the change of `u`, so it must find the version of `v` its snapshot names. An attempt's
+/// slot is what keeps that version from being cut: a snapshot taken before the slot is set
+/// lets a horizon advance that did not see the slot pass it (`scripts/loom-mutations.sh`,
+/// `snapshot_taken_before_the_slot`).
+#[test]
+fn a_starting_snapshot_holds_the_horizon_back() {
+    use loom::sync::atomic::AtomicBool as LoomBool;
+    let cases = Cases {
+        reached: "the reader's snapshot predated both overwrites of v and read v's first version \
+                  after the horizon moved twice",
+        also: None,
+        max_bound: None,
+    };
+    model(
+        "a_starting_snapshot_holds_the_horizon_back",
+        cases,
+        |stats| {
+            let (u, v) = (TVar::new(0u64), TVar::new(0u64));
+            atomically(|tx| tx.write(&v, 1));
+            let read_u = Arc::new(LoomBool::new(false));
+            let u_changed = Arc::new(LoomBool::new(false));
+            let reader = {
+                let (u, v) = (u.clone(), v.clone());
+                let (read_u, u_changed) = (read_u.clone(), u_changed.clone());
+                spawn(move || {
+                    atomically(|tx| {
+                        let a = tx.read(&u)?;
+                        if tx.attempt() == 1 {
+                            read_u.store(true, SeqCst);
+                            while !u_changed.load(SeqCst) {
+                                thread::yield_now();
+                            }
+                        }
+                        let b = tx.read(&v)?;
+                        Ok((a, b))
+                    })
+                })
+            };
+            atomically(|tx| tx.write(&v, 2));
+            atomically(|tx| tx.write(&v, 3));
+            while !read_u.load(SeqCst) {
+                thread::yield_now();
+            }
+            atomically(|tx| tx.write(&u, 1));
+            u_changed.store(true, SeqCst);
+            let (a, b) = reader.join().unwrap();
+            // The snapshot was taken before `u` changed, and `v` has values 1 to 3.
+            assert_eq!(a, 0, "the reader's snapshot came after the change of u");
+            assert!((1..=3).contains(&b));
+            if b == 1 {
+                stats.reached();
+            }
+        },
+    );
+}
+
 /// Room for the values one execution makes (re-run attempts make more).
 const MAX_VALUES: usize = 64;
 
