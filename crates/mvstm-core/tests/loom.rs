@@ -1096,7 +1096,7 @@ fn reclamation_vs_reader_holding_an_old_snapshot() {
 }
 
 /// A reader's snapshot survives horizon advances that run while it starts. The reader takes its
-/// snapshot while the writer overwrites `v` twice (each commit moves the horizon under loom),
+/// snapshot while the writer overwrites `v` three times (each commit moves the horizon under loom),
 /// reads `u`, lets the writer change `u`, and only then reads `v`: it cannot extend its snapshot
 /// past the change of `u`, so it must find the version of `v` its snapshot names. An attempt's
 /// slot is what keeps that version from being cut: a snapshot taken before the slot is set
@@ -1106,8 +1106,8 @@ fn reclamation_vs_reader_holding_an_old_snapshot() {
 fn a_starting_snapshot_holds_the_horizon_back() {
     use loom::sync::atomic::AtomicBool as LoomBool;
     let cases = Cases {
-        reached: "the reader's snapshot predated both overwrites of v and read v's first version \
-                  after the horizon moved twice",
+        reached: "the reader's snapshot predated the overwrites of v, and it read v's first \
+                  version after all three",
         also: None,
         max_bound: None,
     };
@@ -1136,17 +1136,20 @@ fn a_starting_snapshot_holds_the_horizon_back() {
                     })
                 })
             };
-            atomically(|tx| tx.write(&v, 2));
-            atomically(|tx| tx.write(&v, 3));
+            // Three overwrites: a committer's own attempt holds the horizon at its snapshot, so
+            // the horizon passes the reader's version of `v` only at the third.
+            for value in 2..=4 {
+                atomically(|tx| tx.write(&v, value));
+            }
             while !read_u.load(SeqCst) {
                 thread::yield_now();
             }
             atomically(|tx| tx.write(&u, 1));
             u_changed.store(true, SeqCst);
             let (a, b) = reader.join().unwrap();
-            // The snapshot was taken before `u` changed, and `v` has values 1 to 3.
+            // The snapshot was taken before `u` changed, and `v` has values 1 to 4.
             assert_eq!(a, 0, "the reader's snapshot came after the change of u");
-            assert!((1..=3).contains(&b));
+            assert!((1..=4).contains(&b));
             if b == 1 {
                 stats.reached();
             }
