@@ -43,7 +43,9 @@ const CLASSES: usize = MAX_SIZE / 8;
 const CAP: usize = 512;
 
 /// Bytes of blocks the depot keeps in full magazines, per class: 8 MiB, 682 magazines of
-/// 24-byte blocks (a `Version<i64>`), 64 of 256-byte ones.
+/// 24-byte blocks (a `Version<i64>`), 64 of 256-byte ones. A process whose versions use every
+/// one of the 32 classes could keep 256 MiB here after a burst (the old bound of 64 magazines
+/// allowed about 138 MiB); one value type keeps at most 8 MiB.
 #[cfg(not(loom))]
 const DEPOT_BYTES: usize = 8 << 20;
 

@@ -231,29 +231,6 @@ impl CommitRecord {
     }
 }
 
-/// Whether the version whose stamp field holds `field` is committed: its stamp is final (and
-/// not [`NEVER`], an abandoned commit's), or its commit is decided. `reload` loads the field
-/// again. Never waits and changes nothing: a reader that takes no snapshot (`TVar::load`) reads
-/// the version below an undecided one instead, as if it came just before that commit.
-#[inline]
-pub(crate) fn is_committed(field: u64, reload: impl Fn() -> u64) -> bool {
-    if field & PENDING == 0 {
-        return field != NEVER;
-    }
-    // SAFETY: a pending stamp holds the address of a record, and records are never freed.
-    let record = unsafe { &*((field & !PENDING) as *const CommitRecord) };
-    // Acquire: pairs with the Release of `try_decide` and `reopen`.
-    let word = record.state.load(Ordering::Acquire);
-    // Acquire: a record reopened for a later commit comes after this version's final stamp.
-    let again = reload();
-    if again != field {
-        // Final now: that stamp counts (`resolve_pending`).
-        return again != NEVER;
-    }
-    // The record state is the version's own commit's (module docs).
-    matches!(State::decode(word), State::Stamped(_))
-}
-
 /// The stamp of a version whose stamp field holds `field`, as a snapshot `rv` sees it: the final
 /// stamp, or, for a version of a commit not yet decided, a value above `rv` (the reader makes
 /// sure the commit will be stamped above it). `reload` loads the field again.

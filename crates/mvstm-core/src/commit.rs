@@ -299,10 +299,10 @@ impl Txn {
             }
         }
         self.writes.clear_published();
-        self.committer.after_publish(wv, guard);
         if !self.read_holds.is_empty() {
             self.release_reads();
         }
+        self.committer.after_publish(wv, self.pin.guard());
     }
 
     /// Publish `node` as the new value of the one variable `header`, as a transaction of its

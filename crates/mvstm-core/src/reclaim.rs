@@ -4,7 +4,9 @@
 //! and future snapshot reads it (or something newer). We call that bound the *horizon*:
 //!
 //! > Every attempt that runs now, or starts later, has a snapshot `rv >= HORIZON`, except long
-//! > readers, whose snapshots are announced instead (below).
+//! > readers, whose snapshots are announced instead (below). Readers without a snapshot
+//! > (`TVar::load`, the single operations of `view.rs`) read only a head and the version
+//! > directly below it, which trims never cut.
 //!
 //! Each thread's transaction object owns a [`Slot`], a word on its own cache line. An attempt
 //! *enters* it when it begins ([`Slot::enter`]): it stores a clock value `c` there (`SeqCst`),
@@ -196,12 +198,14 @@ pub(crate) fn advance_horizon(wv: u64) {
     HORIZON.fetch_max(oldest, Ordering::Release);
 }
 
-/// Announce the snapshot `rv` of a long reader. The caller is pinned and took `rv` while pinned.
+/// Announce the snapshot `rv` of a long reader, whose slot still holds the horizon at or below
+/// `rv`; the caller leaves its slot afterwards.
 pub(crate) fn announce(rv: u64) {
     let mut announced = ANNOUNCED.lock();
     announced.push(rv);
-    // Release (both): published before the caller's re-pin, which a trimmer's Acquire of a
-    // horizon above `rv` synchronises with (module docs).
+    // Release (both): published before the caller leaves its slot, which the horizon advance
+    // that passes `rv` synchronises with, and a trimmer's Acquire of that horizon with the
+    // advance (module docs).
     MIN_ANNOUNCED.fetch_min(rv, Ordering::Release);
     LONG_READERS.store(announced.len(), Ordering::Release);
 }
@@ -224,7 +228,7 @@ pub(crate) fn withdraw(rv: u64) {
 /// it, the oldest snapshot a long reader announced. Versions under the horizon but above the
 /// floor are kept one per announced snapshot ([`announced_newest_first`]).
 pub(crate) fn trim_bounds() -> (u64, u64) {
-    // Acquire: pairs with the Release `fetch_max` of the deferred advance (see module docs).
+    // Acquire: pairs with the Release `fetch_max` of `advance_horizon` (see module docs).
     let horizon = HORIZON.load(Ordering::Acquire);
     // Acquire: after the horizon, so an announcement below it is seen (module docs).
     let long_readers = LONG_READERS.load(Ordering::Acquire) > 0;

@@ -514,8 +514,7 @@ impl Txn {
         if !self.writes.is_empty() || self.wait_used || self.announced || self.aborted.is_some() {
             return self.clear_attempt_rest();
         }
-        self.pin.unpin();
-        self.committer.slot.leave();
+        self.unpin_attempt();
         None
     }
 
@@ -538,8 +537,7 @@ impl Txn {
             self.announced = false;
             crate::reclaim::withdraw(self.rv);
         }
-        self.pin.unpin();
-        self.committer.slot.leave();
+        self.unpin_attempt();
         dropped
     }
 

@@ -5,7 +5,6 @@
 //! in its logs. Dropping the last handle defers the free with crossbeam-epoch, and transactions
 //! stay pinned for their whole attempt, so a logged pointer is valid until the attempt ends.
 
-use crate::clock;
 use crate::reclaim;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::version::{
@@ -93,17 +92,14 @@ impl<T: Clone + Send + Sync + 'static> TVar<T> {
             // Inside a body or `on_commit` hook the thread is pinned by the running attempt;
             // pinning again through crossbeam's default handle could collect garbage and run
             // other values' destructors inside the transaction.
-            //
-            // A fresh snapshot, not `newest_committed`: resolving an undecided head at it floors
-            // that commit above the snapshot, so the attempt's own snapshot (older) cannot count
-            // the commit as seen when this load did not see it (a `retry_on` after a `load`
-            // would wait for a change that already happened; loom's
-            // `retry_on_wakes_on_a_variable_it_did_not_read`).
-            let rv = clock::snapshot();
             // SAFETY: the attempt's pin protects this thread's loads until the attempt ends,
-            // which is after this call returns; `rv` is at least the attempt's snapshot, whose
-            // slot holds the horizon at or below it (`reclaim.rs`).
-            return unsafe { self.version_at(rv, epoch::unprotected()).0.value.clone() };
+            // which is after this call returns.
+            return unsafe {
+                self.inner()
+                    .newest_committed(epoch::unprotected())
+                    .value
+                    .clone()
+            };
         }
         let guard = epoch::pin();
         // SAFETY: we are pinned by `guard` until the clone is made.

@@ -69,7 +69,7 @@ pub struct Txn {
     /// The snapshot: reads see the newest versions with `stamp <= rv`.
     pub(crate) rv: u64,
     /// Pins the attempt: every pointer in the logs stays valid while it is pinned.
-    pub(crate) pin: Pin,
+    pub(crate) pin: AttemptPin,
     /// A `Vec` for the reason given on `WriteLog::entries`.
     pub(crate) reads: Vec<ReadEntry>,
     pub(crate) writes: WriteLog,
@@ -137,8 +137,8 @@ pub(crate) struct Committer {
     pub(crate) handle: LocalHandle,
     /// Versions this thread's commits unlinked, not yet deferred (`reclaim.rs`).
     pub(crate) retired: Retired,
-    /// A commit drew the stamp that advances the horizon: flush the epoch bag once the call's
-    /// commit is over (`reclaim.rs`).
+    /// This thread committed `FLUSH_EVERY` times since its last flush: flush the epoch bag once
+    /// the call's commit is over (`reclaim.rs`).
     pub(crate) flush_due: bool,
     /// Commits since this thread last flushed its epoch bag.
     pub(crate) commits_since_flush: u32,
@@ -166,8 +166,7 @@ impl Committer {
         }
     }
 
-    /// Defer this thread's retired versions and hand its epoch bag (with any horizon advance in
-    /// it) to the collector. Collecting may run other threads' deferred drops, which are user
+    /// Defer this thread's retired versions and hand its epoch bag to the collector. Collecting may run other threads' deferred drops, which are user
     /// code: call it outside any attempt, with no lock held.
     #[cold]
     pub(crate) fn hand_over_frees(&mut self) {
@@ -193,14 +192,14 @@ impl Drop for Committer {
 
 /// The epoch pin of an attempt.
 ///
-/// What is loaded through [`Pin::guard`] borrows the pin, the way crossbeam-epoch's
+/// What is loaded through [`AttemptPin::guard`] borrows the pin, the way crossbeam-epoch's
 /// `Shared<'g, T>` borrows its `Guard`: no version reference can be held across a re-pin or an
 /// unpin (both take `&mut self`), so none can outlive the protection it was loaded under. A
 /// `Txn` method that needs a loaded version and its own other fields at once borrows
 /// `self.pin` alone, which leaves the other fields free.
-pub(crate) struct Pin(Option<Guard>);
+pub(crate) struct AttemptPin(Option<Guard>);
 
-impl Pin {
+impl AttemptPin {
     /// The guard of the running attempt.
     #[inline]
     pub(crate) fn guard(&self) -> &Guard {
@@ -238,10 +237,17 @@ impl Txn {
         self.pin.pin(&self.committer.handle);
     }
 
+    /// The end of an attempt: unpin, and stop holding the reclamation horizon back.
+    #[inline]
+    pub(crate) fn unpin_attempt(&mut self) {
+        self.pin.unpin();
+        self.committer.slot.leave();
+    }
+
     pub(crate) fn new(owner: u64) -> Txn {
         Txn {
             rv: 0,
-            pin: Pin(None),
+            pin: AttemptPin(None),
             reads: Vec::new(),
             writes: WriteLog::default(),
             read_holds: Vec::new(),
@@ -341,7 +347,7 @@ impl Txn {
             return;
         }
         if !self.announced {
-            // Pinned, with `rv` taken while pinned: the horizon is `<= rv` until we re-pin.
+            // Our slot holds the horizon at or below `rv` until we leave it, after announcing.
             crate::reclaim::announce(self.rv);
             self.announced = true;
             // The announcement protects the snapshot from here on; the slot would hold the
@@ -391,7 +397,7 @@ impl Txn {
             self.read_slow(var, stamp)?;
             // Borrow the pin alone: `stale` is set while the version is held.
             let guard = self.pin.guard();
-            // SAFETY: pinned for the attempt and `rv` is a snapshot taken while pinned.
+            // SAFETY: pinned for the attempt; `rv` is at least the attempt's slot (or announced).
             let (version, stamp) = unsafe { var.version_at(self.rv, guard) };
             // Acquire: as in `read_with`.
             // SAFETY: as above; the head is never null.
@@ -1065,8 +1071,8 @@ impl Txn {
     pub(crate) unsafe fn stamp_seen(&self, header: NonNull<Header>) -> u64 {
         match self.reads.iter().rev().find(|r| r.header == header) {
             Some(r) => r.stamp,
-            // SAFETY: live per the contract; pinned for the attempt, and `rv` is a snapshot
-            // taken while pinned (or announced).
+            // SAFETY: live per the contract; pinned for the attempt, and `rv` is at least the
+            // attempt's slot (or announced).
             None => unsafe { (header.as_ref().ops.stamp_at)(header, self.rv, self.pin.guard()) },
         }
     }

@@ -174,8 +174,9 @@ impl<T> Inner<T> {
     ///
     /// # Safety
     ///
-    /// The caller is pinned, and `rv` is a snapshot taken while pinned (so the trimming horizon
-    /// is `<= rv`, see `reclaim.rs`) or announced; the returned borrow must not outlive the pin.
+    /// The caller is pinned, and `rv` is at least the value its attempt entered in its snapshot
+    /// slot (so the trimming horizon is `<= rv`, see `reclaim.rs`) or announced; the returned
+    /// borrow must not outlive the pin.
     #[inline]
     pub(crate) unsafe fn version_at<'g>(&self, rv: u64, guard: &'g Guard) -> (&'g Version<T>, u64) {
         // Acquire (here, on `prev` and on stamps): pairs with the Release stores that linked each
@@ -201,11 +202,14 @@ impl<T> Inner<T> {
         }
     }
 
-    /// The newest committed version, for a reader that takes no snapshot (`TVar::load`): the
-    /// head, or, while the head's commit is undecided or was abandoned, the version it covers.
+    /// The newest committed version, for `TVar::load`: the head if its commit counts at a fresh
+    /// snapshot, else the version it covers.
     ///
-    /// The version below the head is never trimmed while it is there (trims start at it), so
-    /// this needs no snapshot to hold the horizon back, only the pin.
+    /// The snapshot is loaded after the head, so a head whose commit finished is in it; an
+    /// undecided head is resolved at it, which floors that commit above it (`clock.rs`), so no
+    /// snapshot can count the commit as earlier than this read. Only the head and the version
+    /// directly below it are read, and trims never cut that one (they start at it): no slot
+    /// has to hold the horizon back, only the pin.
     ///
     /// # Safety
     ///
@@ -215,13 +219,15 @@ impl<T> Inner<T> {
         // Acquire: as in `version_at`.
         // SAFETY: a head is never null, and we are pinned.
         let head = unsafe { self.head.load(Ordering::Acquire, guard).deref() };
-        // Acquire: as in `version_at`.
-        let field = head.stamp.load(Ordering::Acquire);
-        if clock::is_committed(field, || head.stamp.load(Ordering::Acquire)) {
+        let rv = clock::snapshot();
+        if head.stamp_in(rv) <= rv {
             return head;
         }
-        // SAFETY: a pending or abandoned head was linked above the version it covers, whose
-        // link it keeps; we are pinned, so that version is not freed under us.
+        // The head's commit is newer than `rv`, undecided (now floored above `rv`) or abandoned:
+        // the version it covers is the newest committed one for this read, final and `<= rv`
+        // (its commit took its stamp before the head was linked, which we acquired).
+        // SAFETY: a linked head keeps its link to the version it covers; we are pinned, so that
+        // version is not freed under us.
         unsafe { head.prev.load(Ordering::Acquire, guard).deref() }
     }
 }
@@ -436,12 +442,12 @@ unsafe fn trim<T>(
     let full = writes >= FULL_TRIM_EVERY;
     // SAFETY: pinned; `from` was the head, and a head is never null.
     let covered_stamp = unsafe { from.deref() }.final_stamp();
+    // Relaxed: as for the counter. The stamp of the version below `from`; stamps fall down the
+    // chain, so it is under the floor whenever `from` is and has anything below it to cut.
+    let below = header.below_head.load(Ordering::Relaxed);
     let limit = if full {
         usize::MAX
-    } else if covered_stamp <= floor
-        // Relaxed: as for the counter. The stamp of the version below `from`.
-        || header.below_head.load(Ordering::Relaxed) <= floor
-    {
+    } else if below <= floor {
         QUICK_WALK
     } else {
         // Nothing to cut within reach: leave the version below untouched.
