@@ -47,9 +47,8 @@
 //! back for as long as it runs. Instead, once it has read [`REPIN_READS`] variables it
 //! *announces* its snapshot here, leaves its slot, and from then on re-pins every
 //! [`REPIN_READS`] reads, so the epoch and the horizon move on without it. Its own versions stay
-//! safe because trimming keeps,
-//! besides the newest version under the horizon, the newest version under every announced
-//! snapshot, and cuts below the oldest of them:
+//! safe because trimming keeps, besides the newest version under the horizon, the newest version
+//! under every announced snapshot, and cuts below the oldest of them:
 //!
 //! - A trimmer that loaded a horizon above an announced snapshot `r` sees the announcement: the
 //!   reader's slot held the horizon at or below `r` until it left it (a Release store, after
