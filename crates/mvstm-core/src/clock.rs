@@ -52,9 +52,7 @@
 //! allowed. Records are never freed (a reader may look at one whenever it likes); a dropped
 //! transaction object returns its record to a pool.
 
-#[cfg(not(loom))]
-use crate::sync::Mutex;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, LeakPool, Ordering};
 use crossbeam_utils::CachePadded;
 
 crate::sync::global! {
@@ -154,29 +152,22 @@ fn stamped_word(w: u64) -> u64 {
     (w << 2) | TAG_STAMPED
 }
 
-/// Records of dropped transaction objects, for the next ones. Under loom every transaction
-/// object leaks a record of its own: a pool would outlive the model's execution.
-#[cfg(not(loom))]
-static RECORDS: Mutex<Vec<&'static CommitRecord>> = Mutex::new(Vec::new());
+/// Records of dropped transaction objects, for the next ones.
+static RECORDS: LeakPool<CommitRecord> = LeakPool::new();
 
 impl CommitRecord {
     /// A record from the pool, or a new one. Never freed (module docs).
     pub(crate) fn acquire() -> &'static CommitRecord {
-        #[cfg(not(loom))]
-        if let Some(record) = RECORDS.lock().pop() {
-            return record;
-        }
-        Box::leak(Box::new(CommitRecord {
-            state: CachePadded::new(AtomicU64::new(OPEN)),
-        }))
+        RECORDS.take().unwrap_or_else(|| {
+            Box::leak(Box::new(CommitRecord {
+                state: CachePadded::new(AtomicU64::new(OPEN)),
+            }))
+        })
     }
 
     /// Give a record back to the pool; its owner has finished every commit with it.
     pub(crate) fn release(record: &'static CommitRecord) {
-        #[cfg(not(loom))]
-        RECORDS.lock().push(record);
-        #[cfg(loom)]
-        let _ = record;
+        RECORDS.give(record);
     }
 
     /// The stamp field of a version this record's commit links, pending.

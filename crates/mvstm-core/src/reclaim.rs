@@ -74,7 +74,7 @@
 //! bag; the runtime runs them once the attempt is over ([`after_attempt`]).
 
 use crate::clock;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, LeakPool, Mutex, Ordering};
 use crossbeam_epoch::Guard;
 use crossbeam_utils::CachePadded;
 use smallvec::SmallVec;
@@ -120,26 +120,22 @@ pub(crate) struct Slot(CachePadded<AtomicU64>);
 /// The word of a slot whose thread runs no attempt.
 const IDLE: u64 = u64::MAX;
 
-// Every slot ever made, for the horizon advance to read, and the slots of dropped transaction
-// objects, for the next ones. Slots are never freed (a reader of the registry may look at one
-// whenever it likes). Under loom every transaction object leaks a slot of its own, as for
-// commit records: a pool would outlive the model's execution.
+// Every slot ever made, for the horizon advance to read (slots are never freed: the advance may
+// look at one whenever it likes).
 crate::sync::global! {
     static SLOTS: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
 }
-#[cfg(not(loom))]
-static FREE_SLOTS: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
+/// The slots of dropped transaction objects, for the next ones.
+static FREE_SLOTS: LeakPool<Slot> = LeakPool::new();
 
 impl Slot {
     /// A slot from the pool, or a new one registered for the horizon advance; idle.
     pub(crate) fn acquire() -> &'static Slot {
-        #[cfg(not(loom))]
-        if let Some(slot) = FREE_SLOTS.lock().pop() {
-            return slot;
-        }
-        let slot: &'static Slot = Box::leak(Box::new(Slot(CachePadded::new(AtomicU64::new(IDLE)))));
-        SLOTS.lock().push(slot);
-        slot
+        FREE_SLOTS.take().unwrap_or_else(|| {
+            let slot = Box::leak(Box::new(Slot(CachePadded::new(AtomicU64::new(IDLE)))));
+            SLOTS.lock().push(slot);
+            slot
+        })
     }
 
     /// Give a slot back to the pool; its owner runs no attempt any more.
@@ -147,10 +143,7 @@ impl Slot {
         // Idle already, unless the owner was dropped in the middle of an attempt: a pooled slot
         // must not hold the horizon back.
         slot.leave();
-        #[cfg(not(loom))]
-        FREE_SLOTS.lock().push(slot);
-        #[cfg(loom)]
-        let _ = slot;
+        FREE_SLOTS.give(slot);
     }
 
     /// Take a snapshot for an attempt and hold the horizon at or below it until [`Slot::leave`].

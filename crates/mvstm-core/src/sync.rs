@@ -109,6 +109,46 @@ pub(crate) fn seq_cst_point() {
     loom::sync::atomic::fence(Ordering::SeqCst);
 }
 
+/// Objects leaked for the rest of the process that a dropped owner hands to the next one
+/// (commit records, snapshot slots: a reader may look at one whenever it likes, so none is ever
+/// freed).
+///
+/// Under loom a pool would outlive the model's execution: `take` finds nothing (the caller leaks
+/// a new object) and `give` forgets the object.
+pub(crate) struct LeakPool<T: 'static> {
+    #[cfg(not(loom))]
+    free: Mutex<Vec<&'static T>>,
+    #[cfg(loom)]
+    free: std::marker::PhantomData<&'static T>,
+}
+
+impl<T: Sync + 'static> LeakPool<T> {
+    pub(crate) const fn new() -> Self {
+        LeakPool {
+            #[cfg(not(loom))]
+            free: Mutex::new(Vec::new()),
+            #[cfg(loom)]
+            free: std::marker::PhantomData,
+        }
+    }
+
+    /// An object given back earlier, if any; the caller leaks a new one otherwise.
+    pub(crate) fn take(&self) -> Option<&'static T> {
+        #[cfg(not(loom))]
+        return self.free.lock().pop();
+        #[cfg(loom)]
+        return None;
+    }
+
+    /// Give an object back for the next `take`.
+    pub(crate) fn give(&self, object: &'static T) {
+        #[cfg(not(loom))]
+        self.free.lock().push(object);
+        #[cfg(loom)]
+        let _ = (&self.free, object);
+    }
+}
+
 /// Declare a `static` with a constant initializer.
 ///
 /// Normal builds get the plain `static`. Under loom, atomics are not `const`-constructible and

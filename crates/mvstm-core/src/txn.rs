@@ -166,8 +166,9 @@ impl Committer {
         }
     }
 
-    /// Defer this thread's retired versions and hand its epoch bag to the collector. Collecting may run other threads' deferred drops, which are user
-    /// code: call it outside any attempt, with no lock held.
+    /// Defer this thread's retired versions and hand its epoch bag to the collector. Collecting
+    /// may run other threads' deferred drops, which are user code: call it outside any attempt,
+    /// with no lock held.
     #[cold]
     pub(crate) fn hand_over_frees(&mut self) {
         self.flush_due = false;
